@@ -1,0 +1,30 @@
+# The two commands: `make book` builds the book, `make test` runs the tests. Each sets up .venv when needed.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+export OMP_WAIT_POLICY ?= PASSIVE
+export EROSION_PROGRESS ?= 1
+
+.PHONY: book test venv browser clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+# Debian's Chromium for the browser test (skipped when it is already installed)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
+
+book: $(STAMP)
+	$(PY) -m erosion_utils book
+
+test: $(STAMP) browser
+	EROSION_PROGRESS=0 $(PY) -m pytest -q tests
+
+clean:
+	rm -rf _build book/executed

@@ -1,0 +1,123 @@
+"""Command line: ``python -m erosion_utils {book,run,params,paper,bench} ...``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .validation import ParameterError
+
+
+def _book(args) -> int:
+    from . import runner
+
+    index = runner.run_all(profile=args.profile)
+    print(f"book built: {index}")
+    return 0
+
+
+def _run(args) -> int:
+    from . import runner
+
+    params = {**runner.params_file(args.notebook), **runner.parse_assignments(args.p)}
+    if args.profile:
+        params["profile"] = args.profile
+    runner.validate(args.notebook, params)  # fails here, before anything runs
+    out = runner.execute(args.notebook, params)
+    print(f"executed: {out}")
+    if args.no_build:
+        return 0
+    for name in runner.notebook_names():
+        if not (runner.REPO / runner.EXECUTED / f"{name}.ipynb").exists():
+            runner.execute(name, runner.params_file(name))
+    print(f"book built: {runner.build()}")
+    return 0
+
+
+def _params(args) -> int:
+    from . import runner
+
+    rows = runner.describe(args.notebook, args.profile)
+    width = max(len(r[0]) for r in rows)
+    print(f"{'parameter':<{width}}  {'notebook default':<18}  value under the profile")
+    for name, default, value in rows:
+        print(f"{name:<{width}}  {default!r:<18}  {value!r}")
+    return 0
+
+
+def _paper(args) -> int:
+    from .cache import CheckpointCache, ResultCache
+    from .experiments import Context
+    from .paper import run_paper
+
+    ctx = Context(device=args.device, results=ResultCache(args.results), checkpoints=CheckpointCache(args.checkpoints),
+                  data_root=args.data)
+    report = run_paper(ctx, args.budget_s, Path(args.out), args.profile)
+    done = sum(u["status"] == "done" for u in report["units"])
+    print(f"paper run: {done}/{len(report['units'])} units done in {report['total_s']} s")
+    return 0 if all(u["status"] != "failed" for u in report["units"]) else 1
+
+
+def _bench(args) -> int:
+    from .bench import run_bench
+    from .data import load_dataset
+
+    data = load_dataset(args.dataset, args.data)
+    result = run_bench(data, args.arch, args.width, args.images, args.batch_size, args.device, args.workers)
+    print(f"{'loop':<28}{'seconds':>10}{'img/s':>12}")
+    print(f"{'ours (data on device)':<28}{result['ours_s']:>10.2f}{result['ours_img_per_s']:>12.0f}")
+    print(f"{'torchvision DataLoader':<28}{result['naive_s']:>10.2f}{result['naive_img_per_s']:>12.0f}")
+    print(f"speed-up (DataLoader time / ours): {result['speedup']:.2f}x on {result['device']}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m erosion_utils", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("book", help="execute every notebook (params/*.yaml) and build the Jupyter Book")
+    b.add_argument("--profile", choices=["smoke", "cpu", "paper"], help="override every notebook's profile")
+    b.set_defaults(func=_book)
+    r = sub.add_parser("run", help="rerun one notebook with new parameters, then rebuild the book")
+    r.add_argument("notebook", help="e.g. 01_erosion")
+    r.add_argument("-p", action="append", default=[], metavar="KEY=VALUE",
+                   help="parameter (YAML-typed: 0.1, [0, 1], resnet18); repeatable")
+    r.add_argument("--profile", choices=["smoke", "cpu", "paper"])
+    r.add_argument("--no-build", action="store_true", help="execute only; do not rebuild the book")
+    r.set_defaults(func=_run)
+    q = sub.add_parser("params", help="list a notebook's parameters and their defaults")
+    q.add_argument("notebook")
+    q.add_argument("--profile", choices=["smoke", "cpu", "paper"])
+    q.set_defaults(func=_params)
+    g = sub.add_parser("paper", help="paper-scale compute (GPU) into the results cache, within a time budget")
+    g.add_argument("--budget-s", type=float, default=520.0)
+    g.add_argument("--out", default="paper-out", help="folder for results.tar.gz and paper_run.json")
+    g.add_argument("--results", default=str(Path(__file__).resolve().parents[1] / "results"))
+    g.add_argument("--checkpoints", default=str(Path(__file__).resolve().parents[1] / ".cache" / "checkpoints"))
+    g.add_argument("--data", default=None, help="dataset folder (default: $EROSION_DATA, then the usual places)")
+    g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    g.add_argument("--profile", default="paper", choices=["smoke", "cpu", "paper"])
+    g.set_defaults(func=_paper)
+    n = sub.add_parser("bench", help="time our training loop against a naive torchvision DataLoader loop")
+    n.add_argument("--arch", default="resnet18")
+    n.add_argument("--width", type=float, default=1.0)
+    n.add_argument("--images", type=int, default=10000)
+    n.add_argument("--batch-size", type=int, default=512)
+    n.add_argument("--workers", type=int, default=4)
+    n.add_argument("--dataset", default="cifar10")
+    n.add_argument("--data", default=None)
+    n.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    n.add_argument("--json", default=None, help="also write the result as JSON here")
+    n.set_defaults(func=_bench)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ParameterError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

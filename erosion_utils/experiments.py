@@ -1,0 +1,360 @@
+"""The experiments: pretrain to perfect training accuracy, then continue on patterned (or clean) images.
+
+Every function takes an :class:`ErosionConfig` (validated before any training) and a :class:`Context` (device,
+caches, data location) and returns cache entries: ``{"params", "provenance", "result"}``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+
+from . import data as data_mod
+from .cache import DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, CheckpointCache, ResultCache, provenance
+from .models import ARCHS, build_model
+from .patterns import PatternSpec, make_codes, mismatched_labels, patched_mask, stamp, test_views
+from .probes import layer_report
+from .train import SCHEDULES, TrainConfig, eval_steps, predict, resolve_device, train, train_until_perfect, \
+    with_normalization
+from .validation import ParameterError, check_choice, check_number
+
+PRETRAIN_FIELDS = ("dataset", "train_per_class", "test_per_class", "arch", "width", "mlp_depth", "mlp_hidden",
+                   "pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "pretrain_weight_decay",
+                   "pretrain_schedule", "pretrain_extra_epochs", "augment", "seed")
+PATTERN_FIELDS = ("pattern", "pattern_size", "corner", "fraction", "pattern_seed")
+
+
+@dataclass(frozen=True)
+class ErosionConfig:
+    """All parameters of one pretrain-then-finetune run. Defaults are the reconstructed paper protocol."""
+
+    dataset: str = "cifar10"
+    train_per_class: int | None = None  # None: the whole training set
+    test_per_class: int | None = None  # None: the whole test set
+    arch: str = "resnet18"
+    width: float = 1.0
+    mlp_depth: int = 4
+    mlp_hidden: int = 1024
+    pretrain_epochs: float = 15
+    pretrain_lr: float = 0.2
+    pretrain_batch_size: int = 512
+    pretrain_weight_decay: float = 5e-4
+    pretrain_schedule: str = "onecycle"
+    pretrain_extra_epochs: int = 5
+    augment: bool = False
+    pattern: str = "colour"
+    pattern_size: int = 4
+    corner: str = "top_left"
+    fraction: float = 1.0
+    pattern_seed: int = 0
+    finetune_epochs: float = 4
+    finetune_lr: float = 0.01
+    finetune_weight_decay: float = 5e-4
+    finetune_batch_size: int = 128
+    finetune_momentum: float = 0.9
+    finetune_schedule: str = "constant"
+    n_evals: int = 30
+    seed: int = 0
+
+    def validate(self) -> "ErosionConfig":
+        check_choice("dataset", self.dataset, data_mod.DATASETS)
+        for name in ("train_per_class", "test_per_class"):
+            if getattr(self, name) is not None:
+                check_number(name, getattr(self, name), low=1, integer=True)
+        check_choice("arch", self.arch, ARCHS)
+        check_number("width", self.width, low=0, low_inclusive=False)
+        check_number("mlp_depth", self.mlp_depth, low=1, integer=True)
+        check_number("mlp_hidden", self.mlp_hidden, low=1, integer=True)
+        self.pretrain_config().validate("pretrain_")
+        check_number("pretrain_extra_epochs", self.pretrain_extra_epochs, low=0, integer=True)
+        self.finetune_config().validate("finetune_")
+        check_choice("pretrain_schedule", self.pretrain_schedule, SCHEDULES)
+        self.pattern_spec().validate(32, data_mod.NUM_CLASSES[self.dataset])
+        check_number("n_evals", self.n_evals, low=2, integer=True)
+        check_number("seed", self.seed, low=0, integer=True)
+        check_number("pattern_seed", self.pattern_seed, low=0, integer=True)
+        return self
+
+    def pretrain_config(self) -> TrainConfig:
+        return TrainConfig(self.pretrain_epochs, self.pretrain_lr, 0.9, self.pretrain_weight_decay,
+                           self.pretrain_batch_size, self.pretrain_schedule, True, self.augment)
+
+    def finetune_config(self) -> TrainConfig:
+        return TrainConfig(self.finetune_epochs, self.finetune_lr, self.finetune_momentum,
+                           self.finetune_weight_decay, self.finetune_batch_size, self.finetune_schedule, True,
+                           self.augment)
+
+    def pattern_spec(self) -> PatternSpec:
+        return PatternSpec(self.pattern, self.pattern_size, self.corner, self.fraction, self.pattern_seed)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def pretrain_params(self) -> dict:
+        return {k: getattr(self, k) for k in PRETRAIN_FIELDS}
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "ErosionConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ParameterError(f"unknown parameters {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+
+@dataclass
+class Context:
+    """Where an experiment runs and what it may reuse: device, caches, dataset location."""
+
+    device: str = "auto"
+    results: ResultCache = field(default_factory=lambda: ResultCache(DEFAULT_RESULTS))
+    checkpoints: CheckpointCache = field(default_factory=lambda: CheckpointCache(DEFAULT_CHECKPOINTS))
+    data_root: str | None = None
+    download: bool = False
+    compute: bool = True  # False: fail on a cache miss instead of training
+
+    @property
+    def torch_device(self) -> torch.device:
+        return resolve_device(self.device)
+
+
+class CacheMissError(RuntimeError):
+    """A result is not cached and the context forbids computing it."""
+
+
+@functools.lru_cache(maxsize=4)
+def _load_subset(name: str, root: str | None, download: bool, train_pc: int | None, test_pc: int | None,
+                 seed: int) -> data_mod.ImageData:
+    full = data_mod.load_dataset(name, root, download)
+    return data_mod.subset(full, train_pc, test_pc, seed) if (train_pc or test_pc) else full
+
+
+def load_data(cfg: ErosionConfig, ctx: Context) -> data_mod.ImageData:
+    """The (sub)dataset of ``cfg``. The subset is drawn with a fixed seed (0), the same for every run seed."""
+    return _load_subset(cfg.dataset, ctx.data_root, ctx.download, cfg.train_per_class, cfg.test_per_class, 0)
+
+
+def _cached(ctx: Context, name: str, params: dict, compute, seed: int) -> dict:
+    hit = ctx.results.load(name, params)
+    if hit is not None:
+        return hit
+    if not ctx.compute:
+        raise CacheMissError(f"no cached {name!r} result for these parameters in {ctx.results.root}; "
+                             f"run with computing allowed (see README: python -m erosion_utils paper)")
+    return ctx.results.get_or_compute(name, params, compute, seed, ctx.torch_device)
+
+
+def new_model(cfg: ErosionConfig, data: data_mod.ImageData) -> torch.nn.Module:
+    torch.manual_seed(cfg.seed)
+    net = build_model(cfg.arch, data.num_classes, cfg.width, data.channels, data.image_size, cfg.mlp_depth,
+                      cfg.mlp_hidden)
+    mean, std = data.channel_stats()
+    return with_normalization(net, mean, std)
+
+
+def pretrained_model(cfg: ErosionConfig, ctx: Context) -> tuple[torch.nn.Module, dict]:
+    """The network trained on clean data until perfect training accuracy (checkpoint-cached), and its summary."""
+    cfg.validate()
+    params = cfg.pretrain_params()
+    data = load_data(cfg, ctx)
+    device = ctx.torch_device
+    model = new_model(cfg, data).to(device)
+    saved = ctx.checkpoints.load("pretrain", params)
+    if saved is not None:
+        model.load_state_dict(saved["state_dict"])
+        return model, saved["summary"]
+
+    def compute() -> dict:
+        x, y = data.x_train.to(device), data.y_train.to(device)
+        summary = train_until_perfect(model, x, y, cfg.pretrain_config(), cfg.seed,
+                                      extra_epochs=cfg.pretrain_extra_epochs, desc=f"pretrain {cfg.arch}")
+        pred = predict(model, data.x_test.to(device))
+        summary["test_accuracy"] = (pred == data.y_test.to(device)).float().mean().item()
+        return summary
+
+    import time
+
+    start = time.perf_counter()
+    summary = compute()
+    prov = provenance(cfg.seed, time.perf_counter() - start, device)
+    ctx.results.save("pretrain", params, summary, prov)
+    ctx.checkpoints.save("pretrain", params, {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
+                                              "summary": summary})
+    return model, summary
+
+
+def eval_views(cfg: ErosionConfig, data: data_mod.ImageData, device: torch.device) -> dict:
+    codes = make_codes(cfg.pattern_spec(), data.num_classes, data.channels, data.image_size)
+    views = test_views(data.x_test, data.y_test, codes, data.num_classes, seed=cfg.pattern_seed + 1)
+    return {k: (x.to(device), y.to(device)) for k, (x, y) in views.items()}
+
+
+def make_evaluator(views: dict, y_true: torch.Tensor):
+    """Metrics of one model on the three test views (see :func:`erosion_utils.patterns.test_views`)."""
+
+    def evaluate(model: torch.nn.Module) -> dict:
+        clean = predict(model, views["clean"][0])
+        matched = predict(model, views["matched"][0])
+        mism = predict(model, views["mismatched"][0])
+        return {"clean_acc": (clean == y_true).float().mean().item(),
+                "matched_acc": (matched == y_true).float().mean().item(),
+                "mismatched_acc": (mism == y_true).float().mean().item(),
+                "follow_rate": (mism == views["mismatched"][1]).float().mean().item()}
+
+    return evaluate
+
+
+def patterned_train_set(cfg: ErosionConfig, data: data_mod.ImageData) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training images with the class pattern stamped into a fraction ``cfg.fraction`` of them."""
+    codes = make_codes(cfg.pattern_spec(), data.num_classes, data.channels, data.image_size)
+    where = patched_mask(len(data.x_train), cfg.fraction, cfg.seed)
+    return stamp(data.x_train, data.y_train, codes, where), data.y_train
+
+
+def finetune_params(cfg: ErosionConfig, patterned: bool) -> dict:
+    return {**cfg.as_dict(), "patterned": patterned}
+
+
+def finetune_run(cfg: ErosionConfig, patterned: bool, ctx: Context) -> dict:
+    """Continue training the pretrained network on patterned (or, as the control, clean) images; evaluate on the
+    clean, matched and mismatched test views at log-spaced steps."""
+    cfg.validate()
+
+    def compute() -> dict:
+        model, _ = pretrained_model(cfg, ctx)
+        data = load_data(cfg, ctx)
+        device = ctx.torch_device
+        x, y = patterned_train_set(cfg, data) if patterned else (data.x_train, data.y_train)
+        views = eval_views(cfg, data, device)
+        ft = cfg.finetune_config()
+        total = max(1, round(ft.epochs * max(1, len(x) // ft.batch_size)))
+        records = train(model, x.to(device), y.to(device), ft, cfg.seed + 1, eval_at=eval_steps(total, cfg.n_evals),
+                        eval_fn=make_evaluator(views, views["clean"][1]),
+                        desc=f"finetune {'pattern' if patterned else 'control'}")
+        return {"records": records, "total_steps": total, "steps_per_epoch": max(1, len(x) // ft.batch_size)}
+
+    return _cached(ctx, "finetune", finetune_params(cfg, patterned), compute, cfg.seed)
+
+
+def pretrain_summary(cfg: ErosionConfig, ctx: Context) -> dict:
+    """The cached pretraining entry (training it if missing and allowed)."""
+    hit = ctx.results.load("pretrain", cfg.pretrain_params())
+    if hit is None:
+        if not ctx.compute:
+            raise CacheMissError(f"no cached pretraining for {cfg.pretrain_params()}")
+        pretrained_model(cfg, ctx)
+        hit = ctx.results.load("pretrain", cfg.pretrain_params())
+    return hit
+
+
+def erosion_experiment(cfg: ErosionConfig, seeds: list[int], ctx: Context) -> list[dict]:
+    """Fig. 1: for each seed, the pattern run and the clean control from the same pretrained weights."""
+    if not seeds:
+        raise ParameterError("seeds=[] must list at least one seed, e.g. [0, 1, 2]")
+    runs = []
+    for s in seeds:
+        c = replace(cfg, seed=s).validate()
+        runs.append({"seed": s, "pattern": finetune_run(c, True, ctx), "control": finetune_run(c, False, ctx),
+                     "pretrain": pretrain_summary(c, ctx)})
+    return runs
+
+
+BREADTH_FACTORS = {"arch": "arch", "pattern": "pattern", "pattern_size": "pattern_size", "fraction": "fraction",
+                   "dataset": "dataset", "finetune_lr": "finetune_lr", "finetune_weight_decay": "finetune_weight_decay"}
+
+
+def breadth_variants(base: ErosionConfig, sweeps: dict[str, list]) -> list[tuple[str, ErosionConfig]]:
+    """One factor at a time around ``base``; ``finetune_lr`` and ``finetune_weight_decay`` form a full grid.
+    Returns (factor, config) pairs, base first, without duplicates."""
+    unknown = sorted(set(sweeps) - set(BREADTH_FACTORS))
+    if unknown:
+        raise ParameterError(f"unknown sweep factors {unknown}; known: {sorted(BREADTH_FACTORS)}")
+    out: list[tuple[str, ErosionConfig]] = [("base", base)]
+    seen = {base}
+    lrs = sweeps.get("finetune_lr", [base.finetune_lr])
+    wds = sweeps.get("finetune_weight_decay", [base.finetune_weight_decay])
+    for factor, values in sweeps.items():
+        if factor in ("finetune_lr", "finetune_weight_decay"):
+            continue
+        for v in values:
+            c = replace(base, **{factor: v})
+            if c not in seen:
+                seen.add(c)
+                out.append((factor, c))
+    if "finetune_lr" in sweeps or "finetune_weight_decay" in sweeps:
+        for lr in lrs:
+            for wd in wds:
+                c = replace(base, finetune_lr=lr, finetune_weight_decay=wd)
+                if c not in seen:
+                    seen.add(c)
+                    out.append(("finetune_lr x weight_decay", c))
+    for _, c in out:
+        c.validate()
+    return out
+
+
+def control_for(cfg: ErosionConfig, base: ErosionConfig) -> ErosionConfig:
+    """The clean control of ``cfg``: training on clean data does not depend on the pattern, so controls share the
+    base pattern (used only for the control's matched/mismatched views)."""
+    return replace(cfg, **{k: getattr(base, k) for k in PATTERN_FIELDS})
+
+
+def breadth_experiment(base: ErosionConfig, sweeps: dict[str, list], ctx: Context) -> list[dict]:
+    """Each variant's pattern run and its control (shared across pattern variants)."""
+    rows = []
+    for factor, c in breadth_variants(base, sweeps):
+        rows.append({"factor": factor, "config": c.as_dict(), "pattern": finetune_run(c, True, ctx),
+                     "control": finetune_run(control_for(c, base), False, ctx)})
+    return rows
+
+
+def representation_experiment(cfg: ErosionConfig, ctx: Context, n_snapshots: int = 4, probe_train_per_class: int = 1000,
+                              probe_test_per_class: int = 500, probe_epochs: int = 30) -> dict:
+    """Per-layer probe accuracy, rank and pattern readability for the pretrained network, along the patterned
+    finetuning trajectory, and for the clean control at its end."""
+    cfg.validate()
+    check_number("n_snapshots", n_snapshots, low=2, integer=True)
+    check_number("probe_train_per_class", probe_train_per_class, low=1, integer=True)
+    check_number("probe_test_per_class", probe_test_per_class, low=1, integer=True)
+    check_number("probe_epochs", probe_epochs, low=1, integer=True)
+    params = {**cfg.as_dict(), "n_snapshots": n_snapshots, "probe_train_per_class": probe_train_per_class,
+              "probe_test_per_class": probe_test_per_class, "probe_epochs": probe_epochs}
+
+    def compute() -> dict:
+        data = load_data(cfg, ctx)
+        device = ctx.torch_device
+        k = data.num_classes
+        n_tr = min(probe_train_per_class, int(torch.bincount(data.y_train).min()))
+        n_te = min(probe_test_per_class, int(torch.bincount(data.y_test).min()))
+        itr = data_mod.balanced_indices(data.y_train, n_tr, cfg.seed + 7)
+        ite = data_mod.balanced_indices(data.y_test, n_te, cfg.seed + 8)
+        codes = make_codes(cfg.pattern_spec(), k, data.channels, data.image_size)
+        ptr_lab = mismatched_labels(data.y_train[itr], k, cfg.seed + 9)  # pattern class independent of content
+        pte_lab = mismatched_labels(data.y_test[ite], k, cfg.seed + 10)
+        sets = dict(probe_train=(data.x_train[itr], data.y_train[itr]), probe_test=(data.x_test[ite], data.y_test[ite]),
+                    pattern_train=(stamp(data.x_train[itr], ptr_lab, codes), ptr_lab),
+                    pattern_test=(stamp(data.x_test[ite], pte_lab, codes), pte_lab))
+
+        def report(model) -> dict:
+            return {"layers": layer_report(model, num_classes=k, probe_epochs=probe_epochs, seed=cfg.seed, **sets)}
+
+        snapshots = []
+        model, _ = pretrained_model(cfg, ctx)
+        ft = cfg.finetune_config()
+        total = max(1, round(ft.epochs * max(1, len(data.x_train) // ft.batch_size)))
+        at = eval_steps(total, n_snapshots + 1)[1:]  # log-spaced after step 0
+        snapshots.append({"model": "pretrained", "step": 0, **report(model)})
+        x, y = patterned_train_set(cfg, data)
+        for rec in train(model, x.to(device), y.to(device), ft, cfg.seed + 1, eval_at=at, eval_fn=report,
+                         desc="finetune pattern (probed)"):
+            snapshots.append({"model": "pattern", **rec})
+        model, _ = pretrained_model(cfg, ctx)
+        for rec in train(model, data.x_train.to(device), data.y_train.to(device), ft, cfg.seed + 1, eval_at=[total],
+                         eval_fn=report, desc="finetune control (probed)"):
+            snapshots.append({"model": "control", **rec})
+        return {"snapshots": snapshots, "total_steps": total, "taps": list(model.tap_names)}
+
+    return _cached(ctx, "representations", params, compute, cfg.seed)

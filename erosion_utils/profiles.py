@@ -1,0 +1,130 @@
+"""Named parameter sets (profiles) per experiment, and the one function that turns notebook parameters into a
+validated configuration: :func:`resolve`.
+
+- ``smoke``: seconds on CPU, for tests;
+- ``cpu``: minutes on a laptop CPU, still shows the effect;
+- ``paper``: the full-scale reconstructed protocol, for a GPU.
+Explicit parameters (not ``None``) override the profile.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from .experiments import ErosionConfig, breadth_variants
+from .validation import ParameterError, check_choice, check_keys, check_number
+
+PROFILES = ("smoke", "cpu", "paper")
+EXPERIMENTS = ("patterns", "erosion", "breadth", "representations", "claims")
+
+_BASE = {
+    "smoke": dict(train_per_class=16, test_per_class=8, width=0.0625, pretrain_epochs=4, pretrain_lr=0.05,
+                  pretrain_batch_size=32, pretrain_extra_epochs=2, finetune_epochs=1, finetune_batch_size=32,
+                  n_evals=4),
+    "cpu": dict(train_per_class=500, test_per_class=200, width=0.125, pretrain_epochs=12, pretrain_lr=0.1,
+                pretrain_batch_size=128, pretrain_extra_epochs=4, finetune_epochs=3, finetune_batch_size=64,
+                n_evals=16),
+    "paper": dict(),
+}
+_EXTRAS = {
+    "patterns": {p: dict(n_images=6) for p in PROFILES},
+    "erosion": {"smoke": dict(seeds=[0]), "cpu": dict(seeds=[0, 1, 2]), "paper": dict(seeds=[0, 1, 2])},
+    "breadth": {
+        "smoke": dict(archs=["mlp"], patterns=["noise"], pattern_sizes=[2], fractions=[0.5], datasets=[],
+                      finetune_lrs=[0.01], finetune_weight_decays=[0.0]),
+        "cpu": dict(archs=["vgg11", "mlp"], patterns=["position", "noise"], pattern_sizes=[1, 2, 8],
+                    fractions=[0.1, 0.5], datasets=[], finetune_lrs=[0.001, 0.01, 0.1],
+                    finetune_weight_decays=[0.0, 5e-4]),
+        "paper": dict(archs=["vgg19", "mlp"], patterns=["position", "noise"], pattern_sizes=[1, 2, 8],
+                      fractions=[0.1, 0.5], datasets=["fashion_mnist"], finetune_lrs=[0.001, 0.01, 0.1],
+                      finetune_weight_decays=[0.0, 5e-4]),
+    },
+    "representations": {
+        "smoke": dict(n_snapshots=2, probe_train_per_class=8, probe_test_per_class=4, probe_epochs=2),
+        "cpu": dict(n_snapshots=4, probe_train_per_class=200, probe_test_per_class=100, probe_epochs=30),
+        "paper": dict(n_snapshots=5, probe_train_per_class=1000, probe_test_per_class=500, probe_epochs=30),
+    },
+    "claims": {p: dict() for p in PROFILES},
+}
+# per-experiment changes to the base configuration (breadth runs are shorter and evaluated less densely)
+_CONFIG = {
+    "breadth": {"smoke": dict(), "cpu": dict(finetune_epochs=2, n_evals=8), "paper": dict(finetune_epochs=2, n_evals=8)},
+}
+# the configuration fields a notebook exposes as parameters
+CONFIG_PARAMS = ("dataset", "arch", "width", "train_per_class", "test_per_class", "pretrain_epochs", "pretrain_lr",
+                 "pattern", "pattern_size", "corner", "fraction", "finetune_epochs", "finetune_lr",
+                 "finetune_weight_decay", "finetune_batch_size", "n_evals")
+SWEEPS = {"archs": "arch", "patterns": "pattern", "pattern_sizes": "pattern_size", "fractions": "fraction",
+          "datasets": "dataset", "finetune_lrs": "finetune_lr", "finetune_weight_decays": "finetune_weight_decay"}
+
+
+@dataclass
+class Resolved:
+    experiment: str
+    profile: str
+    config: ErosionConfig
+    extras: dict
+
+    def sweeps(self) -> dict[str, list]:
+        return {SWEEPS[k]: v for k, v in self.extras.items() if k in SWEEPS and v}
+
+    def table(self) -> list[dict]:
+        """Every parameter the run used, for display beside its figures."""
+        rows = [{"parameter": "profile", "value": self.profile}]
+        rows += [{"parameter": k, "value": v} for k, v in self.extras.items()]
+        rows += [{"parameter": f.name, "value": getattr(self.config, f.name)} for f in fields(self.config)]
+        return rows
+
+
+def parameter_names(experiment: str) -> list[str]:
+    """The parameters a notebook of ``experiment`` accepts besides ``profile``."""
+    check_choice("experiment", experiment, EXPERIMENTS)
+    names = list(_EXTRAS[experiment]["paper"])
+    if experiment == "patterns":
+        return ["seed", "dataset", "pattern_size", "corner"] + names
+    if experiment == "claims":
+        return []
+    seed = [] if experiment == "erosion" else ["seed"]
+    return seed + list(CONFIG_PARAMS) + names
+
+
+def defaults(experiment: str, profile: str) -> dict:
+    """The value each parameter takes under ``profile`` when not overridden."""
+    check_choice("profile", profile, PROFILES)
+    cfg = ErosionConfig(**{**_BASE[profile], **_CONFIG.get(experiment, {}).get(profile, {})})
+    merged = {**cfg.as_dict(), **_EXTRAS[experiment][profile]}
+    return {k: merged[k] for k in parameter_names(experiment)}
+
+
+def _check_list(name: str, value, item_check) -> list:
+    if not isinstance(value, (list, tuple)):
+        raise ParameterError(f"{name}={value!r} must be a list, e.g. {name}=[...]")
+    for v in value:
+        item_check(v)
+    return list(value)
+
+
+def resolve(experiment: str, profile: str = "cpu", **overrides) -> Resolved:
+    """Profile defaults, overridden by the given (non-None) parameters, validated before any training."""
+    check_choice("experiment", experiment, EXPERIMENTS)
+    check_choice("profile", profile, PROFILES)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    check_keys(f"parameters for {experiment}", given, parameter_names(experiment))
+    cfg_values = {**_BASE[profile], **_CONFIG.get(experiment, {}).get(profile, {})}
+    extras = dict(_EXTRAS[experiment][profile])
+    for k, v in given.items():
+        (extras if k in extras else cfg_values)[k] = v
+    config = ErosionConfig.from_dict(cfg_values).validate()
+    if "seeds" in extras:
+        extras["seeds"] = _check_list("seeds", extras["seeds"],
+                                      lambda s: check_number("seeds item", s, low=0, integer=True))
+        if not extras["seeds"]:
+            raise ParameterError("seeds=[] must list at least one seed, e.g. [0, 1, 2]")
+    for key in ("n_snapshots", "probe_train_per_class", "probe_test_per_class", "probe_epochs", "n_images"):
+        if key in extras:
+            check_number(key, extras[key], low=2 if key == "n_snapshots" else 1, integer=True)
+    resolved = Resolved(experiment, profile, config, extras)
+    if experiment == "breadth":
+        for k in SWEEPS:
+            extras[k] = _check_list(k, extras[k], lambda v: None)
+        breadth_variants(config, resolved.sweeps())  # validates every variant
+    return resolved

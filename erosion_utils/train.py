@@ -1,0 +1,216 @@
+"""SGD training on a dataset held whole on the device (as airbench does), with dense early evaluation.
+
+On CUDA: uint8 data resident on the GPU, bf16 autocast, channels_last. On CPU: float32.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from .validation import check_choice, check_number
+
+SCHEDULES = ("constant", "step", "cosine", "onecycle")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: float = 1.0
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    schedule: str = "constant"
+    nesterov: bool = True
+    augment: bool = False
+
+    def validate(self, prefix: str = "") -> "TrainConfig":
+        check_number(f"{prefix}epochs", self.epochs, low=0, low_inclusive=False)
+        check_number(f"{prefix}lr", self.lr, low=0, low_inclusive=False)
+        check_number(f"{prefix}momentum", self.momentum, low=0, high=1, high_inclusive=False)
+        check_number(f"{prefix}weight_decay", self.weight_decay, low=0)
+        check_number(f"{prefix}batch_size", self.batch_size, low=1, integer=True)
+        check_choice(f"{prefix}schedule", self.schedule, SCHEDULES)
+        return self
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    check_choice("device", name, ["auto", "cpu", "cuda"])
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+def lr_factor(step: int, total: int, schedule: str) -> float:
+    """Learning-rate multiplier at ``step`` of ``total``: constant, step (x0.1 at 50% and 75%), cosine or
+    one-cycle (linear warm-up over the first 15%, then linear decay to 0)."""
+    t = step / max(total, 1)
+    if schedule == "constant":
+        return 1.0
+    if schedule == "step":
+        return 1.0 if t < 0.5 else 0.1 if t < 0.75 else 0.01
+    if schedule == "cosine":
+        return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+    return t / 0.15 if t < 0.15 else max(0.0, (1 - t) / 0.85)
+
+
+def eval_steps(total_steps: int, n_points: int) -> list[int]:
+    """About ``n_points`` evaluation steps in [0, total], log-spaced so they are dense at the start."""
+    check_number("n_points", n_points, low=2, integer=True)
+    pts = np.unique(np.round(np.geomspace(1, max(total_steps, 1), n_points - 1)).astype(int))
+    return sorted({0, total_steps, *pts.tolist()})
+
+
+class Normalize(nn.Module):
+    """uint8 (N, C, H, W) -> normalised float; first layer of every trained network, so callers pass raw images."""
+
+    def __init__(self, mean: list[float], std: list[float]):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, -1, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(std).view(1, -1, 1, 1) * 255.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.float() - self.mean) / self.std
+
+
+def with_normalization(model: nn.Module, mean: list[float], std: list[float]) -> nn.Sequential:
+    """Wrap ``model`` so it takes uint8 images; tap names gain the prefix ``net.``."""
+    wrapped = nn.Sequential()
+    wrapped.add_module("norm", Normalize(mean, std))
+    wrapped.add_module("net", model)
+    wrapped.tap_names = [f"net.{n}" for n in model.tap_names]
+    return wrapped
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random crop with 4-pixel reflect padding and horizontal flip, batched on the device."""
+    n, _, h, w = x.shape
+    shifts = torch.randint(0, 9, (2, n), generator=gen).to(x.device)
+    flips = (torch.rand(n, generator=gen) < 0.5).to(x.device)
+    padded = F.pad(x.float(), (4, 4, 4, 4), mode="reflect")
+    rows = (torch.arange(h, device=x.device)[None] + shifts[0][:, None])[:, None, :, None]
+    cols = (torch.arange(w, device=x.device)[None] + shifts[1][:, None])[:, None, None, :]
+    out = padded[torch.arange(n, device=x.device)[:, None, None, None], torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
+    return torch.where(flips[:, None, None, None], out.flip(-1), out)
+
+
+def _autocast(device: torch.device):
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Predicted classes for uint8 images ``x`` (on the model's device)."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for i in range(0, len(x), batch_size):
+        xb = x[i:i + batch_size].to(device, non_blocking=True)
+        if device.type == "cuda":
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with _autocast(device):
+            out.append(model(xb).argmax(1))
+    model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.long, device=device)
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1024) -> float:
+    return (predict(model, x, batch_size) == y.to(next(model.parameters()).device)).float().mean().item()
+
+
+def _progress_disabled() -> bool:
+    return os.environ.get("EROSION_PROGRESS", "1") == "0"
+
+
+def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, seed: int,
+          eval_at: list[int] | None = None, eval_fn: Callable[[nn.Module], dict] | None = None,
+          desc: str = "train") -> list[dict]:
+    """Train ``model`` (which takes uint8 images) with SGD on (x, y), both already on the model's device.
+
+    Calls ``eval_fn(model)`` after each step in ``eval_at`` (step 0 = before training) and returns one record per
+    evaluation: step, epoch, the mean training loss since the previous record, and what ``eval_fn`` returned.
+    """
+    cfg.validate()
+    device = next(model.parameters()).device
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    n = len(x)
+    steps_per_epoch = max(1, n // cfg.batch_size)  # drop the last partial batch
+    total = max(1, round(cfg.epochs * steps_per_epoch))
+    eval_at = sorted(set(eval_at or [])) if eval_fn else []
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                          nesterov=cfg.nesterov and cfg.momentum > 0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg.schedule))
+    gen = torch.Generator().manual_seed(seed)
+    records: list[dict] = []
+    loss_sum = torch.zeros((), device=device)
+    loss_count = 0
+
+    def record(step: int) -> None:
+        nonlocal loss_sum, loss_count
+        rec = {"step": step, "epoch": step / steps_per_epoch,
+               "train_loss": (loss_sum / loss_count).item() if loss_count else float("nan")}
+        rec.update(eval_fn(model))
+        records.append(rec)
+        loss_sum, loss_count = torch.zeros((), device=device), 0
+
+    if 0 in eval_at:
+        record(0)
+    model.train()
+    step = 0
+    bar = tqdm(total=total, desc=desc, leave=False, disable=_progress_disabled(), mininterval=2.0)
+    while step < total:
+        perm = torch.randperm(n, generator=gen).to(device)
+        for i in range(steps_per_epoch):
+            if step >= total:
+                break
+            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            xb, yb = x[idx], y[idx]
+            if cfg.augment:
+                xb = _augment(xb, gen)
+            if device.type == "cuda":
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            with _autocast(device):
+                loss = F.cross_entropy(model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            loss_sum += loss.detach().float()
+            loss_count += 1
+            step += 1
+            bar.update(1)
+            if step in eval_at:
+                record(step)
+                model.train()
+    bar.close()
+    return records
+
+
+def train_until_perfect(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, seed: int,
+                        target: float = 1.0, extra_epochs: int = 5, desc: str = "pretrain") -> dict:
+    """Train with ``cfg``; then, while training accuracy < ``target``, train more epochs at 1% of the learning rate
+    (constant), up to ``extra_epochs``. Returns the accuracy reached and the epochs used."""
+    check_number("target", target, low=0, high=1, low_inclusive=False)
+    check_number("extra_epochs", extra_epochs, low=0, integer=True)
+    train(model, x, y, cfg, seed, desc=desc)
+    acc = accuracy(model, x, y)
+    extra = 0
+    polish = TrainConfig(epochs=1, lr=cfg.lr * 0.01, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                         batch_size=cfg.batch_size, schedule="constant", nesterov=cfg.nesterov, augment=False)
+    while acc < target and extra < extra_epochs:
+        extra += 1
+        train(model, x, y, polish, seed + 1000 + extra, desc=f"{desc} (extra {extra})")
+        acc = accuracy(model, x, y)
+    return {"train_accuracy": acc, "epochs": cfg.epochs + extra, "extra_epochs": extra, "reached_target": acc >= target}
