@@ -111,6 +111,10 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     n.add_argument("--json", default=None, help="also write the result as JSON here")
     n.set_defaults(func=_bench)
+    c = sub.add_parser("selfcheck", help="seconds-long end-to-end check of training and probing on synthetic data")
+    c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    c.add_argument("--archs", nargs="+", default=["resnet18", "vgg19", "mlp"])
+    c.set_defaults(func=_selfcheck)
     return p
 
 
@@ -121,3 +125,37 @@ def main(argv: list[str] | None = None) -> int:
     except ParameterError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+
+
+def _selfcheck(args) -> int:
+    """A seconds-long end-to-end check of the training, evaluation and probing path on synthetic images."""
+    import time
+
+    import torch
+
+    from .data import ImageData
+    from .experiments import ErosionConfig, make_evaluator, new_model
+    from .patterns import make_codes, stamp, test_views
+    from .probes import layer_report
+    from .train import TrainConfig, eval_steps, resolve_device, train
+
+    dev = resolve_device(args.device)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (2048, 3, 32, 32), generator=gen, dtype=torch.uint8)
+    y = torch.randint(0, 10, (2048,), generator=gen)
+    data = ImageData("cifar10", x[:1536], y[:1536], x[1536:], y[1536:], 10, "synthetic")
+    for arch in args.archs:
+        start = time.perf_counter()
+        cfg = ErosionConfig(arch=arch, width=0.25)
+        model = new_model(cfg, data).to(dev)
+        codes = make_codes(cfg.pattern_spec(), 10)
+        views = {k: (a.to(dev), b.to(dev)) for k, (a, b) in test_views(data.x_test, data.y_test, codes, 10, 1).items()}
+        xs = stamp(data.x_train, data.y_train, codes)
+        recs = train(model, xs.to(dev), data.y_train.to(dev), TrainConfig(epochs=2, lr=0.05, batch_size=128), 0,
+                     eval_at=eval_steps(24, 4), eval_fn=make_evaluator(views, views["clean"][1]), desc=arch)
+        rows = layer_report(model, (data.x_train[:500], data.y_train[:500]), (data.x_test[:200], data.y_test[:200]),
+                            10, (xs[:500], data.y_train[:500]), (views["matched"][0][:200].cpu(), data.y_test[:200]),
+                            probe_epochs=2)
+        print(f"{arch}: {len(recs)} evals, final {recs[-1]}, {len(rows)} layers, ranks {[r['rank'] for r in rows]}, "
+              f"{time.perf_counter() - start:.1f}s on {dev}", flush=True)
+    return 0
