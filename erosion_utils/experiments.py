@@ -165,6 +165,8 @@ def pretrained_model(cfg: ErosionConfig, ctx: Context) -> tuple[torch.nn.Module,
     saved = ctx.checkpoints.load("pretrain", params)
     if saved is not None:
         model.load_state_dict(saved["state_dict"])
+        if ctx.results.load("pretrain", params) is None:
+            ctx.results.save("pretrain", params, saved["summary"], saved["provenance"])
         return model, saved["summary"]
 
     def compute() -> dict:
@@ -182,7 +184,7 @@ def pretrained_model(cfg: ErosionConfig, ctx: Context) -> tuple[torch.nn.Module,
     prov = provenance(cfg.seed, time.perf_counter() - start, device)
     ctx.results.save("pretrain", params, summary, prov)
     ctx.checkpoints.save("pretrain", params, {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
-                                              "summary": summary})
+                                              "summary": summary, "provenance": prov})
     return model, summary
 
 
@@ -250,25 +252,27 @@ def pretrain_summary(cfg: ErosionConfig, ctx: Context) -> dict:
     return hit
 
 
-def erosion_experiment(cfg: ErosionConfig, seeds: list[int], ctx: Context) -> list[dict]:
-    """Fig. 1: for each seed, the pattern run and the clean control from the same pretrained weights."""
+def erosion_experiment(cfg: ErosionConfig, seeds: list[int], ctx: Context,
+                       finetune_lrs: list[float] | None = None) -> list[dict]:
+    """Fig. 1: for each finetuning learning rate and seed, the pattern run and the clean control from the same
+    pretrained weights. All configurations are validated before any training."""
     if not seeds:
         raise ParameterError("seeds=[] must list at least one seed, e.g. [0, 1, 2]")
-    runs = []
-    for s in seeds:
-        c = replace(cfg, seed=s).validate()
-        runs.append({"seed": s, "pattern": finetune_run(c, True, ctx), "control": finetune_run(c, False, ctx),
-                     "pretrain": pretrain_summary(c, ctx)})
-    return runs
+    lrs = finetune_lrs or [cfg.finetune_lr]
+    configs = [replace(cfg, seed=s, finetune_lr=lr).validate() for lr in lrs for s in seeds]
+    return [{"seed": c.seed, "finetune_lr": c.finetune_lr, "pattern": finetune_run(c, True, ctx),
+             "control": finetune_run(c, False, ctx), "pretrain": pretrain_summary(c, ctx)} for c in configs]
 
 
 BREADTH_FACTORS = {"arch": "arch", "pattern": "pattern", "pattern_size": "pattern_size", "fraction": "fraction",
                    "dataset": "dataset", "finetune_lr": "finetune_lr", "finetune_weight_decay": "finetune_weight_decay"}
 
 
-def breadth_variants(base: ErosionConfig, sweeps: dict[str, list]) -> list[tuple[str, ErosionConfig]]:
-    """One factor at a time around ``base``; ``finetune_lr`` and ``finetune_weight_decay`` form a full grid.
-    Returns (factor, config) pairs, base first, without duplicates."""
+def breadth_variants(base: ErosionConfig, sweeps: dict[str, list],
+                     around_lrs: list[float] | None = None) -> list[tuple[str, ErosionConfig]]:
+    """One factor at a time around ``base`` (repeated at each finetuning lr in ``around_lrs``);
+    ``finetune_lr`` and ``finetune_weight_decay`` form a full grid. Returns (factor, config) pairs, base first,
+    without duplicates."""
     unknown = sorted(set(sweeps) - set(BREADTH_FACTORS))
     if unknown:
         raise ParameterError(f"unknown sweep factors {unknown}; known: {sorted(BREADTH_FACTORS)}")
@@ -276,14 +280,19 @@ def breadth_variants(base: ErosionConfig, sweeps: dict[str, list]) -> list[tuple
     seen = {base}
     lrs = sweeps.get("finetune_lr", [base.finetune_lr])
     wds = sweeps.get("finetune_weight_decay", [base.finetune_weight_decay])
-    for factor, values in sweeps.items():
-        if factor in ("finetune_lr", "finetune_weight_decay"):
-            continue
-        for v in values:
-            c = replace(base, **{factor: v})
-            if c not in seen:
-                seen.add(c)
-                out.append((factor, c))
+    for lr in around_lrs or [base.finetune_lr]:
+        centre = replace(base, finetune_lr=lr)
+        if centre not in seen:
+            seen.add(centre)
+            out.append(("base", centre))
+        for factor, values in sweeps.items():
+            if factor in ("finetune_lr", "finetune_weight_decay"):
+                continue
+            for v in values:
+                c = replace(centre, **{factor: v})
+                if c not in seen:
+                    seen.add(c)
+                    out.append((factor, c))
     if "finetune_lr" in sweeps or "finetune_weight_decay" in sweeps:
         for lr in lrs:
             for wd in wds:
@@ -302,12 +311,18 @@ def control_for(cfg: ErosionConfig, base: ErosionConfig) -> ErosionConfig:
     return replace(cfg, **{k: getattr(base, k) for k in PATTERN_FIELDS})
 
 
-def breadth_experiment(base: ErosionConfig, sweeps: dict[str, list], ctx: Context) -> list[dict]:
-    """Each variant's pattern run and its control (shared across pattern variants)."""
+def breadth_experiment(base: ErosionConfig, sweeps: dict[str, list], ctx: Context,
+                       around_lrs: list[float] | None = None) -> list[dict]:
+    """Each variant's pattern run and its control (shared across pattern variants). With ``ctx.compute`` off,
+    variants whose results are not cached are returned with ``"missing": True`` instead of being trained."""
     rows = []
-    for factor, c in breadth_variants(base, sweeps):
-        rows.append({"factor": factor, "config": c.as_dict(), "pattern": finetune_run(c, True, ctx),
-                     "control": finetune_run(control_for(c, base), False, ctx)})
+    for factor, c in breadth_variants(base, sweeps, around_lrs):
+        row = {"factor": factor, "config": c.as_dict()}
+        try:
+            row.update(pattern=finetune_run(c, True, ctx), control=finetune_run(control_for(c, base), False, ctx))
+        except CacheMissError:
+            row["missing"] = True
+        rows.append(row)
     return rows
 
 

@@ -17,38 +17,35 @@ from pathlib import Path
 from typing import Callable
 
 from .cache import atomic_write_bytes
-from .experiments import Context, breadth_variants, control_for, finetune_run, pretrained_model, \
-    representation_experiment
+from .experiments import Context, breadth_variants, control_for, finetune_run, representation_experiment
 from .profiles import resolve
 
 
 def paper_units(ctx: Context, profile: str = "paper") -> list[tuple[str, str, Callable[[], object]]]:
-    """(unit name, kind, thunk) in priority order: Fig. 1 seed 0, representations, other seeds, breadth."""
+    """(unit name, kind, thunk) in priority order: Fig. 1 (first seed, each lr), representations, the other seeds,
+    breadth. Pretraining happens inside the first unit that needs it (checkpoint-cached)."""
     ero = resolve("erosion", profile)
     rep = resolve("representations", profile)
     bre = resolve("breadth", profile)
     units: list[tuple[str, str, Callable]] = []
 
     def add_erosion(seed: int) -> None:
-        c = replace(ero.config, seed=seed)
-        units.append((f"pretrain {c.arch} seed {seed}", "pretrain", lambda c=c: pretrained_model(c, ctx)))
-        units.append((f"erosion pattern seed {seed}", "finetune", lambda c=c: finetune_run(c, True, ctx)))
-        units.append((f"erosion control seed {seed}", "finetune", lambda c=c: finetune_run(c, False, ctx)))
+        for lr in ero.extras["finetune_lrs"]:
+            c = replace(ero.config, seed=seed, finetune_lr=lr)
+            units.append((f"erosion lr={lr} pattern seed {seed}", "finetune", lambda c=c: finetune_run(c, True, ctx)))
+            units.append((f"erosion lr={lr} control seed {seed}", "finetune", lambda c=c: finetune_run(c, False, ctx)))
 
     seeds = ero.extras["seeds"]
     add_erosion(seeds[0])
     e = rep.extras
-    units.append(("representations", "representations", lambda: representation_experiment(
-        rep.config, ctx, e["n_snapshots"], e["probe_train_per_class"], e["probe_test_per_class"], e["probe_epochs"])))
+    for lr in e["finetune_lrs"]:
+        c = replace(rep.config, finetune_lr=lr)
+        units.append((f"representations lr={lr}", "representations", lambda c=c: representation_experiment(
+            c, ctx, e["n_snapshots"], e["probe_train_per_class"], e["probe_test_per_class"], e["probe_epochs"])))
     for s in seeds[1:]:
         add_erosion(s)
     base = bre.config
-    pretrained = set()
-    for factor, c in breadth_variants(base, bre.sweeps()):
-        key = tuple(sorted(c.pretrain_params().items()))
-        if key not in pretrained:
-            pretrained.add(key)
-            units.append((f"pretrain {c.arch} on {c.dataset}", "pretrain", lambda c=c: pretrained_model(c, ctx)))
+    for factor, c in breadth_variants(base, bre.sweeps(), bre.extras["around_lrs"]):
         label = f"breadth {factor}: {c.arch} {c.dataset} {c.pattern} k={c.pattern_size} p={c.fraction} " \
                 f"lr={c.finetune_lr} wd={c.finetune_weight_decay}"
         units.append((label + " pattern", "finetune", lambda c=c: finetune_run(c, True, ctx)))
@@ -73,11 +70,11 @@ def run_paper(ctx: Context, budget_s: float, out_dir: Path, profile: str = "pape
     start = time.perf_counter()
     durations: dict[str, list[float]] = {}
     report = {"budget_s": budget_s, "units": []}
-    guess = {"pretrain": 30.0, "finetune": 8.0, "representations": 60.0}
+    guess = {"finetune": 30.0, "representations": 70.0}
     for name, kind, thunk in paper_units(ctx, profile):
         elapsed = time.perf_counter() - start
         seen = durations.get(kind)
-        estimate = max(seen) if seen else guess[kind]
+        estimate = sum(seen) / len(seen) if seen else guess[kind]
         if elapsed + estimate > budget_s:
             log(f"[{elapsed:6.1f}s] skip {name} (estimate {estimate:.0f}s exceeds the budget)")
             report["units"].append({"name": name, "status": "skipped", "estimate_s": estimate})

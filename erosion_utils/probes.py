@@ -59,14 +59,14 @@ def extract_features(model: nn.Module, x: torch.Tensor, tap_names: list[str] | N
                     gen = torch.Generator().manual_seed(seed * 1000 + layer_no)
                     rank_idx[name] = (torch.randperm(flat.shape[1], generator=gen)[:rank_dim].sort().values.to(device)
                                       if flat.shape[1] > rank_dim else None)
-                    probe_idx[name] = (torch.randperm(flat.shape[1], generator=gen)[:probe_dim].sort().values.to(device)
-                                       if out.dim() != 4 and flat.shape[1] > probe_dim else None)
+                    probe_width = out.shape[1] * _pool_size(out.shape[1], out.shape[-1], probe_dim) ** 2 \
+                        if out.dim() == 4 else flat.shape[1]
+                    probe_idx[name] = (torch.randperm(probe_width, generator=gen)[:probe_dim].sort().values.to(device)
+                                       if probe_width > probe_dim else None)
                 rank_parts[name].append(flat if rank_idx[name] is None else flat[:, rank_idx[name]])
-                if out.dim() == 4:
-                    s = _pool_size(out.shape[1], out.shape[-1], probe_dim)
-                    probe_parts[name].append(F.adaptive_avg_pool2d(out, s).flatten(1))
-                else:
-                    probe_parts[name].append(flat if probe_idx[name] is None else flat[:, probe_idx[name]])
+                feats = F.adaptive_avg_pool2d(out, _pool_size(out.shape[1], out.shape[-1], probe_dim)).flatten(1) \
+                    if out.dim() == 4 else flat
+                probe_parts[name].append(feats if probe_idx[name] is None else feats[:, probe_idx[name]])
     finally:
         for h in hooks:
             h.remove()

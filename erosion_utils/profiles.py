@@ -27,21 +27,25 @@ _BASE = {
 }
 _EXTRAS = {
     "patterns": {p: dict(n_images=6) for p in PROFILES},
-    "erosion": {"smoke": dict(seeds=[0]), "cpu": dict(seeds=[0, 1, 2]), "paper": dict(seeds=[0, 1, 2])},
+    "erosion": {"smoke": dict(seeds=[0], finetune_lrs=[0.01, 0.1]), "cpu": dict(seeds=[0, 1, 2], finetune_lrs=[0.01, 0.1]),
+                "paper": dict(seeds=[0, 1, 2], finetune_lrs=[0.01, 0.1])},
     "breadth": {
-        "smoke": dict(archs=["mlp"], patterns=["noise"], pattern_sizes=[2], fractions=[0.5], datasets=[],
-                      finetune_lrs=[0.01], finetune_weight_decays=[0.0]),
-        "cpu": dict(archs=["vgg11", "mlp"], patterns=["position", "noise"], pattern_sizes=[1, 2, 8],
-                    fractions=[0.1, 0.5], datasets=[], finetune_lrs=[0.001, 0.01, 0.1],
+        "smoke": dict(around_lrs=[0.01], archs=["mlp"], patterns=["noise"], pattern_sizes=[2], fractions=[0.5],
+                      datasets=[], finetune_lrs=[0.01], finetune_weight_decays=[0.0]),
+        "cpu": dict(around_lrs=[0.01, 0.1], patterns=["position", "noise"], pattern_sizes=[1, 2, 8],
+                    fractions=[0.1, 0.5], archs=["vgg11", "mlp"], datasets=[], finetune_lrs=[0.001, 0.01, 0.1],
                     finetune_weight_decays=[0.0, 5e-4]),
-        "paper": dict(archs=["vgg19", "mlp"], patterns=["position", "noise"], pattern_sizes=[1, 2, 8],
-                      fractions=[0.1, 0.5], datasets=["fashion_mnist"], finetune_lrs=[0.001, 0.01, 0.1],
+        "paper": dict(around_lrs=[0.01, 0.1], patterns=["position", "noise"], pattern_sizes=[1, 2, 8],
+                      fractions=[0.1, 0.5], archs=["vgg19", "mlp"], datasets=["fashion_mnist"], finetune_lrs=[0.001, 0.01, 0.1],
                       finetune_weight_decays=[0.0, 5e-4]),
     },
     "representations": {
-        "smoke": dict(n_snapshots=2, probe_train_per_class=8, probe_test_per_class=4, probe_epochs=2),
-        "cpu": dict(n_snapshots=4, probe_train_per_class=200, probe_test_per_class=100, probe_epochs=30),
-        "paper": dict(n_snapshots=5, probe_train_per_class=1000, probe_test_per_class=500, probe_epochs=30),
+        "smoke": dict(finetune_lrs=[0.1], n_snapshots=2, probe_train_per_class=8, probe_test_per_class=4,
+                      probe_epochs=2),
+        "cpu": dict(finetune_lrs=[0.01, 0.1], n_snapshots=4, probe_train_per_class=200, probe_test_per_class=100,
+                    probe_epochs=30),
+        "paper": dict(finetune_lrs=[0.01, 0.1], n_snapshots=5, probe_train_per_class=1000, probe_test_per_class=500,
+                      probe_epochs=30),
     },
     "claims": {p: dict() for p in PROFILES},
 }
@@ -51,8 +55,7 @@ _CONFIG = {
 }
 # the configuration fields a notebook exposes as parameters
 CONFIG_PARAMS = ("dataset", "arch", "width", "train_per_class", "test_per_class", "pretrain_epochs", "pretrain_lr",
-                 "pattern", "pattern_size", "corner", "fraction", "finetune_epochs", "finetune_lr",
-                 "finetune_weight_decay", "finetune_batch_size", "n_evals")
+                 "pattern", "pattern_size", "corner", "fraction", "finetune_epochs", "finetune_weight_decay", "finetune_batch_size", "n_evals")
 SWEEPS = {"archs": "arch", "patterns": "pattern", "pattern_sizes": "pattern_size", "fractions": "fraction",
           "datasets": "dataset", "finetune_lrs": "finetune_lr", "finetune_weight_decays": "finetune_weight_decay"}
 
@@ -65,7 +68,8 @@ class Resolved:
     extras: dict
 
     def sweeps(self) -> dict[str, list]:
-        return {SWEEPS[k]: v for k, v in self.extras.items() if k in SWEEPS and v}
+        """Breadth sweeps, keyed by configuration field (only for the breadth experiment)."""
+        return {SWEEPS[k]: v for k, v in self.extras.items() if k in SWEEPS and v} if self.experiment == "breadth" else {}
 
     def table(self) -> list[dict]:
         """Every parameter the run used, for display beside its figures."""
@@ -122,9 +126,15 @@ def resolve(experiment: str, profile: str = "cpu", **overrides) -> Resolved:
     for key in ("n_snapshots", "probe_train_per_class", "probe_test_per_class", "probe_epochs", "n_images"):
         if key in extras:
             check_number(key, extras[key], low=2 if key == "n_snapshots" else 1, integer=True)
+    for key in ("finetune_lrs", "around_lrs"):
+        if key in extras:
+            extras[key] = _check_list(key, extras[key], lambda v: check_number(f"{key} item", v, low=0,
+                                                                               low_inclusive=False))
+            if not extras[key]:
+                raise ParameterError(f"{key}=[] must list at least one learning rate, e.g. [0.01, 0.1]")
     resolved = Resolved(experiment, profile, config, extras)
     if experiment == "breadth":
         for k in SWEEPS:
             extras[k] = _check_list(k, extras[k], lambda v: None)
-        breadth_variants(config, resolved.sweeps())  # validates every variant
+        breadth_variants(config, resolved.sweeps(), extras["around_lrs"])  # validates every variant
     return resolved
