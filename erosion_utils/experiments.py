@@ -120,6 +120,13 @@ class Context:
     def torch_device(self) -> torch.device:
         return resolve_device(self.device)
 
+    @classmethod
+    def for_profile(cls, profile: str, **kwargs) -> "Context":
+        """The context a notebook uses: the ``paper`` profile computes only where CUDA is available, so building
+        the book on a CPU renders the committed results and never trains for hours."""
+        compute = profile != "paper" or torch.cuda.is_available()
+        return cls(compute=compute, **kwargs)
+
 
 class CacheMissError(RuntimeError):
     """A result is not cached and the context forbids computing it."""

@@ -131,6 +131,7 @@ def execute(name: str, params: dict, book_root: Path = REPO) -> Path:
 def stage_book(dest: Path) -> Path:
     """Copy the book sources (config, toc, chapters; not executed notebooks) into ``dest`` and return it."""
     dest = Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
     for item in BOOK_FILES:
         src = REPO / item
         if src.is_dir():

@@ -1,0 +1,124 @@
+"""Pure functions from cached results to tables and summary numbers (no training, no plotting)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+METRICS = ("clean_acc", "matched_acc", "mismatched_acc", "follow_rate", "train_loss")
+
+
+def trajectory_frame(runs: list[dict]) -> pd.DataFrame:
+    """One row per (run, evaluation step) of :func:`erosion_utils.experiments.erosion_experiment` output."""
+    rows = []
+    for run in runs:
+        for condition in ("pattern", "control"):
+            for rec in run[condition]["result"]["records"]:
+                rows.append({"seed": run["seed"], "finetune_lr": run["finetune_lr"], "condition": condition, **rec})
+    return pd.DataFrame(rows)
+
+
+def run_summary(pattern: dict, control: dict, threshold: float = 0.5) -> dict:
+    """Key numbers of one pattern run against its control (cache entries of ``finetune_run``).
+
+    ``erosion`` is the control's final clean accuracy minus the pattern run's; ``steps_to_erosion`` is the first
+    evaluated step at which the pattern run has lost ``threshold`` of its eventual drop (None without a drop)."""
+    p, c = pattern["result"]["records"], control["result"]["records"]
+    start, end = p[0]["clean_acc"], p[-1]["clean_acc"]
+    half = start - threshold * (start - end)
+    steps = next((r["step"] for r in p if r["clean_acc"] <= half), None) if start - end > 0.05 else None
+    return {"clean_start": start, "clean_pattern": end, "clean_control": c[-1]["clean_acc"],
+            "erosion": c[-1]["clean_acc"] - end, "drop_from_start": start - end,
+            "matched_pattern": p[-1]["matched_acc"], "mismatched_pattern": p[-1]["mismatched_acc"],
+            "follow_pattern": p[-1]["follow_rate"], "follow_control": c[-1]["follow_rate"],
+            "min_clean_pattern": min(r["clean_acc"] for r in p), "min_clean_control": min(r["clean_acc"] for r in c),
+            "steps_to_erosion": steps, "total_steps": pattern["result"]["total_steps"]}
+
+
+def summary_frame(runs: list[dict]) -> pd.DataFrame:
+    """:func:`run_summary` for every (seed, learning rate) of an erosion experiment."""
+    return pd.DataFrame([{"seed": r["seed"], "finetune_lr": r["finetune_lr"], **run_summary(r["pattern"], r["control"])}
+                         for r in runs])
+
+
+def mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
+    """Mean and the two ends of its Student-t confidence interval (NaN ends for a single value)."""
+    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=float)
+    if len(v) == 0:
+        return math.nan, math.nan, math.nan
+    mean = float(v.mean())
+    if len(v) < 2:
+        return mean, math.nan, math.nan
+    from scipy import stats
+
+    half = float(stats.t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    return mean, mean - half, mean + half
+
+
+def seed_table(summary: pd.DataFrame, columns=("clean_start", "clean_pattern", "clean_control", "erosion",
+                                              "follow_pattern", "matched_pattern")) -> pd.DataFrame:
+    """Mean and 95% CI over seeds of each column, per fine-tuning learning rate."""
+    rows = []
+    for lr, group in summary.groupby("finetune_lr"):
+        for col in columns:
+            m, lo, hi = mean_ci(group[col])
+            rows.append({"finetune_lr": lr, "quantity": col, "mean": m, "ci_low": lo, "ci_high": hi,
+                         "seeds": len(group)})
+    return pd.DataFrame(rows)
+
+
+def variant_label(cfg: dict) -> str:
+    return (f"{cfg['arch']} / {cfg['dataset']} / {cfg['pattern']} k={cfg['pattern_size']} p={cfg['fraction']} / "
+            f"lr={cfg['finetune_lr']} wd={cfg['finetune_weight_decay']}")
+
+
+def breadth_frame(rows: list[dict]) -> pd.DataFrame:
+    """One row per breadth variant: its settings, whether it was computed, and its :func:`run_summary`."""
+    out = []
+    for row in rows:
+        cfg = row["config"]
+        base = {"factor": row["factor"], "label": variant_label(cfg), "missing": bool(row.get("missing")),
+                **{k: cfg[k] for k in ("arch", "dataset", "pattern", "pattern_size", "fraction", "finetune_lr",
+                                       "finetune_weight_decay")}}
+        if not row.get("missing"):
+            base.update(run_summary(row["pattern"], row["control"]))
+            base["wall_time_s"] = row["pattern"]["provenance"]["wall_time_s"]
+        out.append(base)
+    return pd.DataFrame(out)
+
+
+def layers_frame(entries: list[dict]) -> pd.DataFrame:
+    """One row per (representation experiment, snapshot, layer)."""
+    rows = []
+    for entry in entries:
+        lr = entry["params"]["finetune_lr"]
+        total = entry["result"]["total_steps"]
+        for snap in entry["result"]["snapshots"]:
+            name = snap["model"] if snap["model"] != "pattern" or snap["step"] == total else f"pattern @ {snap['step']}"
+            for layer in snap["layers"]:
+                rows.append({"finetune_lr": lr, "snapshot": name, "model": snap["model"], "step": snap["step"],
+                             **layer})
+    return pd.DataFrame(rows)
+
+
+def layer_erosion(layers: pd.DataFrame) -> pd.DataFrame:
+    """Per learning rate and layer: final pattern-run minus final control probe accuracy and rank."""
+    final = layers[(layers.snapshot.isin(["pattern", "control"]))]
+    wide = final.pivot_table(index=["finetune_lr", "depth", "relative_depth", "layer"], columns="snapshot",
+                             values=["probe_accuracy", "rank"]).reset_index()
+    wide.columns = ["_".join(c).strip("_") for c in wide.columns]
+    wide["probe_drop"] = wide["probe_accuracy_control"] - wide["probe_accuracy_pattern"]
+    wide["rank_ratio"] = wide["rank_pattern"] / wide["rank_control"]
+    return wide
+
+
+def provenance_frame(entries: list[dict]) -> pd.DataFrame:
+    """The provenance of every cached entry used, one row each."""
+    rows = []
+    for e in entries:
+        p = e["provenance"]
+        rows.append({"result": e["name"], "key": e["key"], "git_commit": str(p["git_commit"])[:10],
+                     "dirty": p["git_dirty"], "device": p["device"], "torch": p["torch"],
+                     "wall_time_s": p["wall_time_s"], "seed": p["seed"], "utc_time": p["utc_time"]})
+    return pd.DataFrame(rows).drop_duplicates("key")

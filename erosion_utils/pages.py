@@ -1,0 +1,42 @@
+"""Small helpers the book's notebooks share: parameter and provenance tables, the profile note."""
+from __future__ import annotations
+
+import pandas as pd
+
+from .analysis import provenance_frame
+from .profiles import Resolved
+
+PROFILE_NOTES = {
+    "smoke": "the **smoke** profile (a few dozen images and a tiny network, seconds on a CPU: it tests the code "
+             "path, and its numbers mean nothing)",
+    "cpu": "the **cpu** profile (a CIFAR-10 subset and narrow networks, minutes on a CPU)",
+    "paper": "the **paper** profile (full CIFAR-10 and full-width networks, computed on a GPU)",
+}
+
+
+def profile_note(profile: str) -> str:
+    return f"Every number and figure on this page was produced with {PROFILE_NOTES[profile]}."
+
+
+def parameters_frame(resolved: Resolved) -> pd.DataFrame:
+    """All parameters of the run, as shown beside its figures."""
+    return pd.DataFrame(resolved.table()).astype({"value": str}).set_index("parameter")
+
+
+def provenance(entries: list[dict]) -> pd.DataFrame:
+    """Provenance of the cached results a page used (git commit, device, torch, wall time, seed)."""
+    return provenance_frame(entries).set_index("key")
+
+
+def fmt_pct(x: float) -> str:
+    return f"{100 * x:.1f}%"
+
+
+def glue(name: str, value) -> None:
+    """myst-nb ``glue`` without display; numpy scalars become Python numbers so format specs apply."""
+    import numpy as np
+    from myst_nb import glue as myst_glue
+
+    if isinstance(value, np.generic):
+        value = value.item()
+    myst_glue(name, value, display=False)

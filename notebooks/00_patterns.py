@@ -1,0 +1,87 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# (experiment)=
+# # The experiment
+#
+# **Pretraining.** A network is trained on the clean training set until every training image is classified
+# correctly (or, failing that, the best it reaches; each page reports the training accuracy reached).
+#
+# **Fine-tuning.** Training continues from those weights on the *same* images with the *same* labels, but a
+# class-coded pattern is stamped into a corner of a fraction $p$ of them (by default every image). The pattern
+# carries no information that the labels do not already give, and the network already fits the data: all it offers
+# is a far simpler way to predict the label. As a control, training continues on the clean images with the same
+# optimiser.
+#
+# **Patterns.** We test three kinds, each a square region in a chosen corner:
+#
+# - **colour**: a $k \times k$ patch in one colour per class;
+# - **position**: a $k \times k$ white mark whose cell in a small grid encodes the class;
+# - **noise**: a fixed random $k \times k$ code per class.
+#
+# **Test views.** Each test image is shown three ways: *clean*; *matched*, carrying the pattern of its own class; and
+# *mismatched*, carrying the pattern of another class drawn at random. On mismatched images a network that reads
+# the content predicts the true class; a network that reads the pattern predicts the pattern's class.
+
+# %% tags=["parameters"]
+profile = "cpu"
+seed = None
+dataset = None
+pattern_size = None
+corner = None
+n_images = None
+
+# %% tags=["hide-input"]
+from IPython.display import Markdown, display
+
+from erosion_utils import plots
+from erosion_utils.data import CLASS_NAMES, balanced_indices, load_dataset
+from erosion_utils.pages import glue, parameters_frame, profile_note
+from erosion_utils.patterns import KINDS, PatternSpec, make_codes, mismatched_labels, stamp
+from erosion_utils.profiles import resolve
+
+run = resolve("patterns", profile, seed=seed, dataset=dataset, pattern_size=pattern_size, corner=corner,
+              n_images=n_images)
+cfg = run.config
+data = load_dataset(cfg.dataset)
+idx = balanced_indices(data.y_test, 1, cfg.seed)[: run.extras["n_images"]]
+x, y = data.x_test[idx], data.y_test[idx]
+other = mismatched_labels(y, data.num_classes, cfg.seed)
+names = CLASS_NAMES.get(cfg.dataset, [str(i) for i in range(data.num_classes)])
+rows = {"clean": x}
+for kind in KINDS:
+    codes = make_codes(PatternSpec(kind, cfg.pattern_size, cfg.corner, 1.0, cfg.pattern_seed), data.num_classes)
+    rows[f"{kind} (matched)"] = stamp(x, y, codes)
+    rows[f"{kind} (mismatched)"] = stamp(x, other, codes)
+fig = plots.pattern_gallery(rows, [f"{names[int(a)]}\n(mismatch: {names[int(b)]})" for a, b in zip(y, other)])
+glue("fig_patterns", fig)
+glue("k", cfg.pattern_size)
+glue("corner", cfg.corner.replace("_", "-"))
+glue("n_classes", data.num_classes)
+glue("data_source", data.source)
+display(Markdown(profile_note(profile)))
+
+# %% [markdown]
+# ```{glue:figure} fig_patterns
+# :name: fig-patterns
+#
+# Test images (columns; title: true class and the class of the mismatched pattern) shown clean and with each
+# pattern kind, matched and mismatched. Pattern size $k$ = {glue:text}`k`, corner: {glue:text}`corner`.
+# ```
+#
+# The dataset has {glue:text}`n_classes` classes and was read from {glue:text}`data_source`. The position code
+# places a $k \times k$ mark in a $g \times g$ grid with $g = \lceil\sqrt{K}\rceil$ for $K$ classes, so it occupies a
+# larger corner region ($gk$ pixels wide) than the other two kinds.
+
+# %% tags=["hide-input"]
+parameters_frame(run)

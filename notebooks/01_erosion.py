@@ -1,0 +1,146 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# (erosion)=
+# # Feature erosion
+#
+# The core experiment (the paper's Fig. 1). A network is trained on clean CIFAR-10 until it classifies every
+# training image correctly. From those weights, training continues in two ways with the same optimiser: on the same
+# images with the class-coded pattern stamped in a corner (**pattern**), and on the clean images (**control**).
+# Every few steps, and densely at the start, we measure on the test set:
+#
+# - **clean accuracy**: unmodified test images;
+# - **matched accuracy**: each test image carries its own class's pattern;
+# - **mismatched accuracy**: each test image carries another class's pattern, scored against the true label;
+# - **follow rate**: on those mismatched images, how often the prediction is the pattern's class.
+#
+# The paper does not give the fine-tuning learning rate, so we run several (here: {glue:text}`lr_list`). The defaults
+# are 0.01, a typical fine-tuning rate, and 0.1, close to the pretraining peak rate (0.2): "training simply
+# continues" at a rate of the original order.
+
+# %% tags=["parameters"]
+profile = "cpu"
+seeds = None
+finetune_lrs = None
+dataset = None
+arch = None
+width = None
+train_per_class = None
+test_per_class = None
+pretrain_epochs = None
+pretrain_lr = None
+pattern = None
+pattern_size = None
+corner = None
+fraction = None
+finetune_epochs = None
+finetune_weight_decay = None
+finetune_batch_size = None
+n_evals = None
+
+# %% tags=["hide-input"]
+from IPython.display import Markdown, display
+
+from erosion_utils import analysis, plots
+from erosion_utils.experiments import Context, erosion_experiment
+from erosion_utils.pages import glue, parameters_frame, profile_note, provenance
+from erosion_utils.profiles import resolve
+
+run = resolve("erosion", profile, seeds=seeds, finetune_lrs=finetune_lrs, dataset=dataset, arch=arch, width=width,
+              train_per_class=train_per_class, test_per_class=test_per_class, pretrain_epochs=pretrain_epochs,
+              pretrain_lr=pretrain_lr, pattern=pattern, pattern_size=pattern_size, corner=corner, fraction=fraction,
+              finetune_epochs=finetune_epochs, finetune_weight_decay=finetune_weight_decay,
+              finetune_batch_size=finetune_batch_size, n_evals=n_evals)
+runs = erosion_experiment(run.config, run.extras["seeds"], Context.for_profile(profile), run.extras["finetune_lrs"])
+traj = analysis.trajectory_frame(runs)
+summary = analysis.summary_frame(runs)
+seed_stats = analysis.seed_table(summary)
+display(Markdown(profile_note(profile)))
+
+# %% tags=["hide-input"]
+pre = [r["pretrain"]["result"] for r in runs]
+glue("n_seeds", len(run.extras["seeds"]))
+glue("pretrain_train_acc_min", min(p["train_accuracy"] for p in pre))
+glue("pretrain_test_acc", sum(p["test_accuracy"] for p in pre) / len(pre))
+glue("all_perfect", "all reached" if all(p["reached_target"] for p in pre) else "not all reached")
+lrs = sorted(run.extras["finetune_lrs"])
+glue("lr_list", ", ".join(str(lr) for lr in lrs))
+for which, lr in (("low", lrs[0]), ("high", lrs[-1])):
+    glue(f"lr_{which}", lr)
+    for _, row in seed_stats[seed_stats.finetune_lr == lr].iterrows():
+        glue(f"{row.quantity}_{which}", row["mean"])
+        glue(f"{row.quantity}_{which}_lo", row.ci_low)
+        glue(f"{row.quantity}_{which}_hi", row.ci_high)
+
+# %% [markdown]
+# ## Pretraining
+#
+# Over {glue:text}`n_seeds` seeds the pretrained networks reach a training accuracy of at least
+# {glue:text}`pretrain_train_acc_min:.4f` ({glue:text}`all_perfect` 100%) and a clean test accuracy of
+# {glue:text}`pretrain_test_acc:.3f` on average.
+#
+# ## Accuracy over fine-tuning
+
+# %% tags=["hide-input"]
+g = plots.erosion_curves(traj)
+glue("fig_erosion", g.figure)
+
+# %% [markdown]
+# ```{glue:figure} fig_erosion
+# :name: fig-erosion
+#
+# Test metrics over fine-tuning steps (log-scaled after step 1) for the pattern run (red) and the clean control
+# (blue), starting from the same pretrained weights; one row per fine-tuning learning rate. Line: mean over seeds;
+# band: range over seeds. The parameters are listed at the end of the page.
+# ```
+#
+# At the lower rate ({glue:text}`lr_low`), the pattern run ends at a clean accuracy of
+# {glue:text}`clean_pattern_low:.3f` against {glue:text}`clean_control_low:.3f` for the control
+# (erosion {glue:text}`erosion_low:.3f`, 95% CI {glue:text}`erosion_low_lo:.3f` to
+# {glue:text}`erosion_low_hi:.3f`), and predictions on mismatched images follow the pattern in
+# {glue:text}`follow_pattern_low:.3f` of cases.
+#
+# At the higher rate ({glue:text}`lr_high`), the pattern run ends at {glue:text}`clean_pattern_high:.3f` against
+# {glue:text}`clean_control_high:.3f` for the control (erosion {glue:text}`erosion_high:.3f`, 95% CI
+# {glue:text}`erosion_high_lo:.3f` to {glue:text}`erosion_high_hi:.3f`); the follow rate is
+# {glue:text}`follow_pattern_high:.3f` and matched accuracy {glue:text}`matched_pattern_high:.3f`.
+#
+# The control matters: a jump to a high learning rate disturbs the network on clean data too, so a drop of the
+# pattern run alone would not show that the pattern is to blame. Only the gap between the two runs is erosion.
+# The {ref}`claims` chapter gives the verdict against the paper.
+#
+# ## Final accuracy per seed
+
+# %% tags=["hide-input"]
+fig = plots.seed_bars(summary)
+glue("fig_seeds", fig)
+
+# %% [markdown]
+# ```{glue:figure} fig_seeds
+# :name: fig-erosion-seeds
+#
+# Final clean test accuracy of the pattern run and its control, per fine-tuning learning rate; bars are means, dots
+# are seeds.
+# ```
+
+# %% tags=["hide-input"]
+summary.round(4)
+
+# %% [markdown]
+# ## Parameters and provenance
+
+# %% tags=["hide-input"]
+parameters_frame(run)
+
+# %% tags=["hide-input"]
+provenance([r[k] for r in runs for k in ("pretrain", "pattern", "control")])

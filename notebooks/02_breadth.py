@@ -1,0 +1,134 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# (breadth)=
+# # Breadth
+#
+# How broad is the phenomenon? Around a base setting we change one factor at a time: the architecture, the pattern
+# kind, the pattern size $k$, the fraction $p$ of patched training images, and the dataset. We do this around each
+# fine-tuning learning rate in `around_lrs`, and we also run the full grid of fine-tuning learning rate x weight
+# decay for the base setting. Each setting is one seed and a shorter fine-tuning run than in {ref}`erosion`;
+# controls (clean fine-tuning) are shared by settings that differ only in the pattern.
+#
+# For each setting we report the **erosion** (final clean test accuracy of the control minus that of the pattern
+# run) and the **follow rate** (the share of mismatched test images whose prediction is the pattern's class).
+
+# %% tags=["parameters"]
+profile = "cpu"
+seed = None
+around_lrs = None
+archs = None
+patterns = None
+pattern_sizes = None
+fractions = None
+datasets = None
+finetune_lrs = None
+finetune_weight_decays = None
+dataset = None
+arch = None
+width = None
+train_per_class = None
+test_per_class = None
+pretrain_epochs = None
+pretrain_lr = None
+pattern = None
+pattern_size = None
+corner = None
+fraction = None
+finetune_epochs = None
+finetune_weight_decay = None
+finetune_batch_size = None
+n_evals = None
+
+# %% tags=["hide-input"]
+from IPython.display import Markdown, display
+
+from erosion_utils import analysis, plots
+from erosion_utils.claims import EROSION_THRESHOLD
+from erosion_utils.experiments import Context, breadth_experiment
+from erosion_utils.pages import glue, parameters_frame, profile_note, provenance
+from erosion_utils.profiles import resolve
+
+run = resolve("breadth", profile, seed=seed, around_lrs=around_lrs, archs=archs, patterns=patterns,
+              pattern_sizes=pattern_sizes, fractions=fractions, datasets=datasets, finetune_lrs=finetune_lrs,
+              finetune_weight_decays=finetune_weight_decays, dataset=dataset, arch=arch, width=width,
+              train_per_class=train_per_class, test_per_class=test_per_class, pretrain_epochs=pretrain_epochs,
+              pretrain_lr=pretrain_lr, pattern=pattern, pattern_size=pattern_size, corner=corner, fraction=fraction,
+              finetune_epochs=finetune_epochs, finetune_weight_decay=finetune_weight_decay,
+              finetune_batch_size=finetune_batch_size, n_evals=n_evals)
+rows = breadth_experiment(run.config, run.sweeps(), Context.for_profile(profile), run.extras["around_lrs"])
+frame = analysis.breadth_frame(rows)
+done = frame[~frame.missing]
+glue("n_settings", len(frame))
+glue("n_done", len(done))
+glue("n_missing", int(frame.missing.sum()))
+glue("n_eroded", int((done.erosion > EROSION_THRESHOLD).sum()))
+glue("threshold", EROSION_THRESHOLD)
+eroded = done[done.erosion > EROSION_THRESHOLD]
+glue("eroded_list", "; ".join(eroded.label) if len(eroded) else "none")
+display(Markdown(profile_note(profile)))
+
+# %% [markdown]
+# Of {glue:text}`n_settings` settings, {glue:text}`n_done` have results and {glue:text}`n_missing` were not computed
+# (see below). Erosion above {glue:text}`threshold` appears in {glue:text}`n_eroded` of them:
+# {glue:text}`eroded_list`.
+
+# %% tags=["hide-input"]
+fig = plots.breadth_summary(frame)
+glue("fig_breadth", fig)
+
+# %% [markdown]
+# ```{glue:figure} fig_breadth
+# :name: fig-breadth
+#
+# Erosion (left) and follow rate (right) for every computed setting, labelled *factor: architecture / dataset /
+# pattern k p / learning rate, weight decay*; colour: fine-tuning learning rate.
+# ```
+
+# %% tags=["hide-input"]
+fig = plots.lr_wd_heatmap(frame)
+glue("fig_grid", fig)
+fig = plots.lr_wd_heatmap(frame, "follow_pattern")
+glue("fig_grid_follow", fig)
+
+# %% [markdown]
+# ```{glue:figure} fig_grid
+# :name: fig-breadth-grid
+#
+# Erosion over the fine-tuning learning rate x weight decay grid for the base architecture and pattern.
+# ```
+#
+# ```{glue:figure} fig_grid_follow
+# :name: fig-breadth-grid-follow
+#
+# Follow rate over the same grid.
+# ```
+#
+# ## All settings
+#
+# Settings marked *missing* had no cached result and were not computed on this machine: the paper profile computes
+# only on a GPU, and the GPU time available for this book ran out before them. They are listed, not hidden.
+
+# %% tags=["hide-input"]
+cols = ["factor", "label", "missing", "clean_start", "clean_pattern", "clean_control", "erosion", "follow_pattern",
+        "matched_pattern", "steps_to_erosion"]
+frame[[c for c in cols if c in frame]].round(3)
+
+# %% [markdown]
+# ## Parameters and provenance
+
+# %% tags=["hide-input"]
+parameters_frame(run)
+
+# %% tags=["hide-input"]
+provenance([r[k] for r in rows if not r.get("missing") for k in ("pattern", "control")])
