@@ -30,6 +30,7 @@ def run_summary(pattern: dict, control: dict, threshold: float = 0.5) -> dict:
     steps = next((r["step"] for r in p if r["clean_acc"] <= half), None) if start - end > 0.05 else None
     return {"clean_start": start, "clean_pattern": end, "clean_control": c[-1]["clean_acc"],
             "erosion": c[-1]["clean_acc"] - end, "drop_from_start": start - end,
+            "matched_start": p[0]["matched_acc"], "follow_start": p[0]["follow_rate"],
             "matched_pattern": p[-1]["matched_acc"], "mismatched_pattern": p[-1]["mismatched_acc"],
             "follow_pattern": p[-1]["follow_rate"], "follow_control": c[-1]["follow_rate"],
             "min_clean_pattern": min(r["clean_acc"] for r in p), "min_clean_control": min(r["clean_acc"] for r in c),
@@ -57,7 +58,8 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
 
 
 def seed_table(summary: pd.DataFrame, columns=("clean_start", "clean_pattern", "clean_control", "erosion",
-                                              "follow_pattern", "matched_pattern")) -> pd.DataFrame:
+                                              "follow_start", "follow_pattern", "matched_start",
+                                              "matched_pattern")) -> pd.DataFrame:
     """Mean and 95% CI over seeds of each column, per fine-tuning learning rate."""
     rows = []
     for lr, group in summary.groupby("finetune_lr"):
@@ -73,12 +75,27 @@ def variant_label(cfg: dict) -> str:
             f"lr={cfg['finetune_lr']} wd={cfg['finetune_weight_decay']}")
 
 
+_FACTOR_FIELD = {"arch": "arch", "pattern": "pattern", "pattern_size": "pattern_size", "fraction": "fraction",
+                 "dataset": "dataset"}
+_FACTOR_SHORT = {"pattern_size": "k", "fraction": "p"}
+
+
+def setting_label(factor: str, cfg: dict) -> str:
+    """Short name of a breadth setting: the factor that differs from the base and its value."""
+    if factor in _FACTOR_FIELD:
+        return f"{_FACTOR_SHORT.get(factor, factor)}={cfg[_FACTOR_FIELD[factor]]}"
+    if factor == "base":
+        return "base"
+    return f"lr×wd grid: wd={cfg['finetune_weight_decay']}"
+
+
 def breadth_frame(rows: list[dict]) -> pd.DataFrame:
     """One row per breadth variant: its settings, whether it was computed, and its :func:`run_summary`."""
     out = []
     for row in rows:
         cfg = row["config"]
-        base = {"factor": row["factor"], "label": variant_label(cfg), "missing": bool(row.get("missing")),
+        base = {"factor": row["factor"], "setting": setting_label(row["factor"], cfg), "label": variant_label(cfg),
+                "missing": bool(row.get("missing")),
                 **{k: cfg[k] for k in ("arch", "dataset", "pattern", "pattern_size", "fraction", "finetune_lr",
                                        "finetune_weight_decay")}}
         if not row.get("missing"):

@@ -20,7 +20,8 @@ def profile_note(profile: str) -> str:
 
 def parameters_frame(resolved: Resolved) -> pd.DataFrame:
     """All parameters of the run, as shown beside its figures."""
-    return pd.DataFrame(resolved.table()).astype({"value": str}).set_index("parameter")
+    rows = [{"parameter": r["parameter"], "value": str(r["value"])} for r in resolved.table()]
+    return pd.DataFrame(rows).set_index("parameter")
 
 
 def provenance(entries: list[dict]) -> pd.DataFrame:
@@ -39,4 +40,9 @@ def glue(name: str, value) -> None:
 
     if isinstance(value, np.generic):
         value = value.item()
-    myst_glue(name, value, display=False)
+    figure = getattr(value, "figure", value)  # a seaborn grid carries its figure
+    myst_glue(name, figure, display=False)
+    if hasattr(figure, "savefig"):
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)  # shown where the text pastes it, not again at the end of the cell

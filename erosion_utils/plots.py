@@ -1,17 +1,14 @@
 """Figures (cheap, rerun freely) from the tables of :mod:`erosion_utils.analysis`."""
 from __future__ import annotations
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-import torch  # noqa: E402
-
-METRIC_TITLES = {"clean_acc": "clean test accuracy", "matched_acc": "matched-pattern accuracy",
-                 "mismatched_acc": "mismatched: accuracy vs true label",
-                 "follow_rate": "mismatched: prediction = pattern class", "train_loss": "training loss"}
+METRIC_TITLES = {"clean_acc": "clean accuracy", "matched_acc": "matched accuracy",
+                 "mismatched_acc": "mismatched: true label", "follow_rate": "mismatched: follows pattern",
+                 "train_loss": "training loss"}
 PALETTE = {"pattern": "#d62728", "control": "#1f77b4"}
 
 
@@ -43,33 +40,34 @@ def erosion_curves(traj: pd.DataFrame, metrics=("clean_acc", "matched_acc", "mis
     g = sns.relplot(data=long, x="step", y="value", hue="condition", col="metric", row="finetune_lr", kind="line",
                     errorbar=("pi", 100), palette=PALETTE, height=2.4, aspect=1.1,
                     facet_kws={"sharey": False, "margin_titles": True})
-    for ax in g.axes.flat:
+    for (_, metric), ax in g.axes_dict.items():
         ax.set_xscale("symlog", linthresh=1)
         ax.set_xlim(left=0)
         ax.grid(alpha=0.3)
+        if metric != METRIC_TITLES["train_loss"]:
+            ax.set_ylim(-0.02, 1.02)  # accuracies on their full scale, so small changes look small
     g.set_titles(col_template="{col_name}", row_template="lr = {row_name}")
     g.set_axis_labels("fine-tuning step", "")
     return g
 
 
 def breadth_summary(frame: pd.DataFrame) -> plt.Figure:
-    """Erosion (control minus pattern clean accuracy) and pattern-following rate for every computed variant."""
-    done = frame[~frame.missing].copy()
-    done["setting"] = done["factor"] + ": " + done["label"]
-    done = done.sort_values(["finetune_lr", "factor"])
-    fig, axes = plt.subplots(1, 2, figsize=(12, 0.32 * len(done) + 1.5), sharey=True)
-    colours = sns.color_palette("viridis", n_colors=max(done.finetune_lr.nunique(), 1))
-    lr_colour = dict(zip(sorted(done.finetune_lr.unique()), colours))
+    """Erosion (control minus pattern clean accuracy) and follow rate per setting, one bar per fine-tuning learning
+    rate; settings without results are left empty."""
+    done = frame[~frame.missing]
+    order = list(dict.fromkeys(frame.setting))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 0.45 * len(order) + 1.6), sharey=True)
     for ax, col, title in ((axes[0], "erosion", "erosion: control − pattern clean accuracy"),
-                           (axes[1], "follow_pattern", "mismatched predictions that follow the pattern")):
-        ax.barh(done["setting"], done[col], color=[lr_colour[v] for v in done.finetune_lr])
+                           (axes[1], "follow_pattern", "mismatched predictions following the pattern")):
+        sns.barplot(data=done, y="setting", x=col, hue="finetune_lr", order=order, palette="viridis", ax=ax,
+                    orient="h", legend=ax is axes[1])
         ax.axvline(0, color="k", lw=0.8)
+        ax.set_xlim(min(-0.05, float(done[col].min()) - 0.02), 1.0)
         ax.set_title(title, fontsize=10)
+        ax.set_xlabel("")
+        ax.set_ylabel("")
         ax.grid(axis="x", alpha=0.3)
-    handles = [plt.Rectangle((0, 0), 1, 1, color=c) for c in lr_colour.values()]
-    axes[1].legend(handles, [f"lr {v}" for v in lr_colour], loc="lower right", fontsize=8)
-    axes[0].invert_yaxis()
-    axes[0].tick_params(axis="y", labelsize=7)
+    axes[1].legend(title="fine-tuning lr", loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig
 

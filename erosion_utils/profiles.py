@@ -75,7 +75,11 @@ class Resolved:
         """Every parameter the run used, for display beside its figures."""
         rows = [{"parameter": "profile", "value": self.profile}]
         rows += [{"parameter": k, "value": v} for k, v in self.extras.items()]
-        rows += [{"parameter": f.name, "value": getattr(self.config, f.name)} for f in fields(self.config)]
+        superseded = {"seed": "seeds", "finetune_lr": "finetune_lrs"}  # lists in extras replace single values
+        if "around_lrs" in self.extras:
+            superseded["finetune_lr"] = "around_lrs"
+        rows += [{"parameter": f.name, "value": getattr(self.config, f.name)} for f in fields(self.config)
+                 if superseded.get(f.name) not in self.extras]
         return rows
 
 

@@ -124,8 +124,21 @@ def execute(name: str, params: dict, book_root: Path = REPO) -> Path:
         out.unlink()
     papermill.execute_notebook(str(src), str(tmp), parameters=params, kernel_name="python3", cwd=str(REPO),
                                progress_bar=False)
+    _collapse_injected_parameters(tmp)
     os.replace(tmp, out)
     return out
+
+
+def _collapse_injected_parameters(path: Path) -> None:
+    """Show papermill's injected parameters cell collapsed (``hide-input``) in the book."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    for cell in nb.cells:
+        tags = cell.metadata.setdefault("tags", [])
+        if "injected-parameters" in tags and "hide-input" not in tags:
+            tags.append("hide-input")
+    nbformat.write(nb, path)
 
 
 def stage_book(dest: Path) -> Path:

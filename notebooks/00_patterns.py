@@ -18,22 +18,22 @@
 # correctly (or, failing that, the best it reaches; each page reports the training accuracy reached).
 #
 # **Fine-tuning.** Training continues from those weights on the *same* images with the *same* labels, but a
-# class-coded pattern is stamped into a corner of a fraction $p$ of them (by default every image). The pattern
+# class-coded pattern is stamped into a corner of a fraction *p* of them (by default every image). The pattern
 # carries no information that the labels do not already give, and the network already fits the data: all it offers
 # is a far simpler way to predict the label. As a control, training continues on the clean images with the same
 # optimiser.
 #
 # **Patterns.** We test three kinds, each a square region in a chosen corner:
 #
-# - **colour**: a $k \times k$ patch in one colour per class;
-# - **position**: a $k \times k$ white mark whose cell in a small grid encodes the class;
-# - **noise**: a fixed random $k \times k$ code per class.
+# - **colour**: a *k*×*k* patch in one colour per class;
+# - **position**: a *k*×*k* white mark whose cell in a small grid encodes the class;
+# - **noise**: a fixed random *k*×*k* code per class.
 #
 # **Test views.** Each test image is shown three ways: *clean*; *matched*, carrying the pattern of its own class; and
 # *mismatched*, carrying the pattern of another class drawn at random. On mismatched images a network that reads
 # the content predicts the true class; a network that reads the pattern predicts the pattern's class.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "cpu"
 seed = None
 dataset = None
@@ -76,12 +76,12 @@ display(Markdown(profile_note(profile)))
 # :name: fig-patterns
 #
 # Test images (columns; title: true class and the class of the mismatched pattern) shown clean and with each
-# pattern kind, matched and mismatched. Pattern size $k$ = {glue:text}`k`, corner: {glue:text}`corner`.
+# pattern kind, matched and mismatched. Pattern size *k* = {glue:text}`k`, corner: {glue:text}`corner`.
 # ```
 #
 # The dataset has {glue:text}`n_classes` classes and was read from {glue:text}`data_source`. The position code
-# places a $k \times k$ mark in a $g \times g$ grid with $g = \lceil\sqrt{K}\rceil$ for $K$ classes, so it occupies a
-# larger corner region ($gk$ pixels wide) than the other two kinds.
+# places a *k*×*k* mark in a *g*×*g* grid with *g* = ⌈√*K*⌉ for *K* classes, so it occupies a
+# larger corner region (*gk* pixels wide) than the other two kinds.
 
 # %% tags=["hide-input"]
 parameters_frame(run)

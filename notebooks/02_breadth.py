@@ -15,7 +15,7 @@
 # # Breadth
 #
 # How broad is the phenomenon? Around a base setting we change one factor at a time: the architecture, the pattern
-# kind, the pattern size $k$, the fraction $p$ of patched training images, and the dataset. We do this around each
+# kind, the pattern size *k*, the fraction *p* of patched training images, and the dataset. We do this around each
 # fine-tuning learning rate in `around_lrs`, and we also run the full grid of fine-tuning learning rate x weight
 # decay for the base setting. Each setting is one seed and a shorter fine-tuning run than in {ref}`erosion`;
 # controls (clean fine-tuning) are shared by settings that differ only in the pattern.
@@ -23,7 +23,7 @@
 # For each setting we report the **erosion** (final clean test accuracy of the control minus that of the pattern
 # run) and the **follow rate** (the share of mismatched test images whose prediction is the pattern's class).
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "cpu"
 seed = None
 around_lrs = None
@@ -76,12 +76,16 @@ glue("n_eroded", int((done.erosion > EROSION_THRESHOLD).sum()))
 glue("threshold", EROSION_THRESHOLD)
 eroded = done[done.erosion > EROSION_THRESHOLD]
 glue("eroded_list", "; ".join(eroded.label) if len(eroded) else "none")
+low = done[done.finetune_lr == min(run.extras["around_lrs"])]
+glue("n_low", len(low))
+glue("n_low_eroded", int((low.erosion > EROSION_THRESHOLD).sum()))
 display(Markdown(profile_note(profile)))
 
 # %% [markdown]
 # Of {glue:text}`n_settings` settings, {glue:text}`n_done` have results and {glue:text}`n_missing` were not computed
 # (see below). Erosion above {glue:text}`threshold` appears in {glue:text}`n_eroded` of them:
-# {glue:text}`eroded_list`.
+# {glue:text}`eroded_list`. Around the lowest fine-tuning learning rate, {glue:text}`n_low_eroded` of
+# {glue:text}`n_low` computed settings erode.
 
 # %% tags=["hide-input"]
 fig = plots.breadth_summary(frame)
@@ -91,8 +95,9 @@ glue("fig_breadth", fig)
 # ```{glue:figure} fig_breadth
 # :name: fig-breadth
 #
-# Erosion (left) and follow rate (right) for every computed setting, labelled *factor: architecture / dataset /
-# pattern k p / learning rate, weight decay*; colour: fine-tuning learning rate.
+# Erosion (left) and follow rate (right) per setting: the base setting, and each factor changed from it (`k`:
+# pattern size, `p`: fraction of patched images, `wd`: fine-tuning weight decay). Colour: fine-tuning learning
+# rate; a missing bar means no result (see the table below). One seed per setting.
 # ```
 
 # %% tags=["hide-input"]
@@ -120,7 +125,7 @@ glue("fig_grid_follow", fig)
 # only on a GPU, and the GPU time available for this book ran out before them. They are listed, not hidden.
 
 # %% tags=["hide-input"]
-cols = ["factor", "label", "missing", "clean_start", "clean_pattern", "clean_control", "erosion", "follow_pattern",
+cols = ["finetune_lr", "setting", "label", "missing", "clean_start", "clean_pattern", "clean_control", "erosion", "follow_pattern",
         "matched_pattern", "steps_to_erosion"]
 frame[[c for c in cols if c in frame]].round(3)
 

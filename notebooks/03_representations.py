@@ -20,7 +20,7 @@
 #
 # - **clean-label probe accuracy**: a linear classifier trained on the frozen features of clean training images
 #   and scored on clean test images: how much class information the layer still carries;
-# - **numerical rank** of the layer's feature covariance on the test images (eigenvalues above $10^{-3}$ times the
+# - **numerical rank** of the layer's feature covariance on the test images (eigenvalues above 10⁻³ times the
 #   largest);
 # - **pattern-class probe accuracy**: the same probe trained to read the class of a pattern stamped independently of
 #   the image content: how visible the pattern is at that depth.
@@ -28,7 +28,7 @@
 # We measure the pretrained network, the pattern-fine-tuned network at log-spaced steps, and the clean control at
 # the end of fine-tuning, for each fine-tuning learning rate.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "cpu"
 seed = None
 finetune_lrs = None
@@ -92,7 +92,7 @@ display(Markdown(profile_note(profile)))
 
 # %% tags=["hide-input"]
 g = plots.layer_profiles(layers)
-glue("fig_layers", g.figure)
+glue("fig_layers", g)
 
 # %% [markdown]
 # ```{glue:figure} fig_layers

@@ -18,7 +18,7 @@
 # previous chapters. The verdicts follow fixed rules stated with each claim (see `erosion_utils/claims.py`); they are
 # computed from the cached results, with the profile's default parameters for every chapter.
 
-# %% tags=["parameters"]
+# %% tags=["parameters", "remove-cell"]
 profile = "cpu"
 
 # %% tags=["hide-input"]
