@@ -74,6 +74,8 @@ def run_bench(data: ImageData, arch: str = "resnet18", width: float = 1.0, n_ima
     _sync(dev)
     ours = time.perf_counter() - start
     naive = naive_epoch(naive_model, data, n_images, cfg, dev, workers)
-    return {"device": str(dev), "arch": arch, "width": width, "n_images": n_images, "batch_size": batch_size,
+    from .cache import provenance
+
+    return {"provenance": provenance(seed, ours + naive, dev), "device": str(dev), "arch": arch, "width": width, "n_images": n_images, "batch_size": batch_size,
             "workers": workers, "ours_s": ours, "naive_s": naive, "ours_img_per_s": n_images / ours,
             "naive_img_per_s": n_images / naive, "speedup": naive / ours}

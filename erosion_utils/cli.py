@@ -1,4 +1,4 @@
-"""Command line: ``python -m erosion_utils {book,run,params,paper,bench} ...``."""
+"""Command line: ``python -m erosion_utils {book,run,params,paper,bench,selfcheck} ...``."""
 from __future__ import annotations
 
 import argparse

@@ -20,9 +20,9 @@ _BASE = {
     "smoke": dict(train_per_class=16, test_per_class=8, width=0.0625, pretrain_epochs=4, pretrain_lr=0.05,
                   pretrain_batch_size=32, pretrain_extra_epochs=2, finetune_epochs=1, finetune_batch_size=32,
                   n_evals=4),
-    "cpu": dict(train_per_class=500, test_per_class=200, width=0.125, pretrain_epochs=12, pretrain_lr=0.1,
-                pretrain_batch_size=128, pretrain_extra_epochs=4, finetune_epochs=3, finetune_batch_size=64,
-                n_evals=16),
+    "cpu": dict(train_per_class=300, test_per_class=100, arch="vgg11", width=0.25, pretrain_epochs=12,
+                pretrain_lr=0.1, pretrain_batch_size=128, pretrain_extra_epochs=4, finetune_epochs=3,
+                finetune_batch_size=64, n_evals=12),
     "paper": dict(),
 }
 _EXTRAS = {
@@ -33,7 +33,7 @@ _EXTRAS = {
         "smoke": dict(around_lrs=[0.01], archs=["mlp"], patterns=["noise"], pattern_sizes=[2], fractions=[0.5],
                       datasets=[], finetune_lrs=[0.01], finetune_weight_decays=[0.0]),
         "cpu": dict(around_lrs=[0.01, 0.1], patterns=["position", "noise"], pattern_sizes=[1, 2, 8],
-                    fractions=[0.1, 0.5], archs=["vgg11", "mlp"], datasets=[], finetune_lrs=[0.001, 0.01, 0.1],
+                    fractions=[0.1, 0.5], archs=["resnet18", "mlp"], datasets=[], finetune_lrs=[0.001, 0.01, 0.1],
                     finetune_weight_decays=[0.0, 5e-4]),
         "paper": dict(around_lrs=[0.01, 0.1], patterns=["position", "noise"], pattern_sizes=[1, 2, 8],
                       fractions=[0.1, 0.5], archs=["vgg19", "mlp"], datasets=["fashion_mnist"], finetune_lrs=[0.001, 0.01, 0.1],

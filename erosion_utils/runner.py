@@ -72,7 +72,11 @@ def parse_assignments(pairs: list[str]) -> dict:
         if "=" not in pair:
             raise ParameterError(f"-p {pair!r} must have the form key=value")
         key, value = pair.split("=", 1)
-        out[key.strip()] = parse_value(value)
+        try:
+            out[key.strip()] = parse_value(value)
+        except yaml.YAMLError as err:
+            raise ParameterError(f"-p {pair!r}: the value of {key.strip()} is not valid YAML "
+                                 f"(e.g. 0.1, [0, 1], resnet18): {err}") from None
     return out
 
 

@@ -31,6 +31,7 @@ from erosion_utils.experiments import Context, breadth_experiment, erosion_exper
 from erosion_utils.pages import glue, profile_note, provenance
 from erosion_utils.profiles import resolve
 
+resolve("claims", profile)  # validates the profile
 ctx = Context.for_profile(profile)
 ero, bre, rep = resolve("erosion", profile), resolve("breadth", profile), resolve("representations", profile)
 runs = erosion_experiment(ero.config, ero.extras["seeds"], ctx, ero.extras["finetune_lrs"])

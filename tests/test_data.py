@@ -112,10 +112,6 @@ def torchvision_root(tmp_path):
     shutil.rmtree(root, ignore_errors=True)
 
 
-@pytest.mark.xfail(strict=True, raises=RuntimeError,
-                   reason="package bug: data._torchvision_class bypasses _check_integrity but torchvision's _load_meta "
-                          "still checks the md5 of the regenerated batches.meta ('Dataset metadata file not found or "
-                          "corrupted'); override _load_meta too")
 def test_torchvision_folder_layout_gives_identical_tensors(cifar10, torchvision_root):
     tmp_path = torchvision_root
     assert (tmp_path / "cifar-10-batches-py" / "data_batch_5").is_file()

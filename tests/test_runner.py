@@ -122,9 +122,7 @@ def test_parse_assignments():
         runner.parse_assignments(["arch"])
 
 
-@pytest.mark.xfail(reason="bug: parse_value lets yaml.YAMLError escape (the CLI prints a traceback, exit 1) "
-                          "instead of raising ParameterError (exit 2)", raises=Exception, strict=False)
-def test_parse_value_rejects_malformed_yaml():
+def test_malformed_yaml_is_a_parameter_error():
     with pytest.raises(ParameterError, match="seeds"):
         runner.parse_assignments(["seeds=[0, 1"])
 
@@ -248,6 +246,8 @@ def test_cli_run_rejects_bad_parameters_without_executing(assignment, expected, 
 
 @pytest.mark.parametrize("argv", [
     ["run", "01_erosion", "-p", "arch=foo", "--no-build"],
+    ["run", "01_erosion", "-p", "seeds=[0, 1", "--no-build"],
+    ["run", "01_erosion", "-p", "arch", "--no-build"],
     ["run", "01_erosion", "-p", "nosuch=1", "--no-build"],
     ["run", "01_erosion", "-p", "seeds=[]"],
     ["run", "01_erosion", "-p", "pattern_size=40", "--profile", "smoke"],

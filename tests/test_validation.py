@@ -54,7 +54,7 @@ def test_from_dict_rejects_unknown_fields():
 
 @pytest.mark.parametrize("call, match", [
     (lambda: profiles.resolve("erosion", "smoke", learning_rate=0.1),
-     r"unknown parameters for erosion \['learning_rate'\]; known: \[.*'finetune_lr'.*'seeds'.*\]"),
+     r"unknown parameters for erosion \['learning_rate'\]; known: \[.*'finetune_lrs'.*'seeds'.*\]"),
     (lambda: profiles.resolve("erosion", "huge"), r"profile='huge' is not allowed; choose one of "
                                                   r"\['smoke', 'cpu', 'paper'\]"),
     (lambda: profiles.resolve("fig9", "smoke"), r"experiment='fig9' is not allowed; choose one of \['patterns', "
@@ -166,9 +166,6 @@ def test_erosion_experiment_needs_seeds(cpu_context):
         erosion_experiment(ErosionConfig(), [], cpu_context)
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="package bug: erosion_experiment validates each seed's config only just before training it, "
-                          "so seeds=[0, -1] trains seed 0 before failing on seed -1")
 def test_erosion_experiment_validates_every_seed_before_training(cpu_context, monkeypatch):
     def no_training(*_args, **_kwargs):
         raise AssertionError("trained before validating every seed")
