@@ -46,3 +46,21 @@ def glue(name: str, value) -> None:
         import matplotlib.pyplot as plt
 
         plt.close(figure)  # shown where the text pastes it, not again at the end of the cell
+
+
+def compute_note(entries: list[dict]) -> str:
+    """One line: how many cached results a page used, their total compute time and the devices they ran on."""
+    frame = provenance_frame(entries)
+    devices = ", ".join(sorted(frame.device.unique()))
+    return (f"This page uses {len(frame)} cached results, computed in {frame.wall_time_s.sum():.0f} s in total on "
+            f"{devices}.")
+
+
+def execution_provenance(seed: int, started: float) -> pd.DataFrame:
+    """Provenance of a page computed while it executes (no cached result): commit, device, torch, wall time."""
+    import time
+
+    from .cache import provenance as make_provenance
+
+    prov = make_provenance(seed, time.perf_counter() - started, "cpu")
+    return pd.DataFrame([prov]).T.rename(columns={0: "value"})

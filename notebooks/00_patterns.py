@@ -42,14 +42,17 @@ corner = None
 n_images = None
 
 # %% tags=["hide-input"]
+import time
+
 from IPython.display import Markdown, display
 
 from erosion_utils import plots
 from erosion_utils.data import CLASS_NAMES, balanced_indices, load_dataset
-from erosion_utils.pages import glue, parameters_frame, profile_note
+from erosion_utils.pages import execution_provenance, glue, parameters_frame, profile_note
 from erosion_utils.patterns import KINDS, PatternSpec, make_codes, mismatched_labels, stamp
 from erosion_utils.profiles import resolve
 
+started = time.perf_counter()
 run = resolve("patterns", profile, seed=seed, dataset=dataset, pattern_size=pattern_size, corner=corner,
               n_images=n_images)
 cfg = run.config
@@ -85,3 +88,6 @@ display(Markdown(profile_note(profile)))
 
 # %% tags=["hide-input"]
 parameters_frame(run)
+
+# %% tags=["hide-input"]
+execution_provenance(cfg.seed, started)

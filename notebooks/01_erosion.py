@@ -53,7 +53,7 @@ from IPython.display import Markdown, display
 
 from erosion_utils import analysis, plots
 from erosion_utils.experiments import Context, erosion_experiment
-from erosion_utils.pages import glue, parameters_frame, profile_note, provenance
+from erosion_utils.pages import compute_note, glue, parameters_frame, profile_note, provenance
 from erosion_utils.profiles import resolve
 
 run = resolve("erosion", profile, seeds=seeds, finetune_lrs=finetune_lrs, dataset=dataset, arch=arch, width=width,
@@ -65,7 +65,8 @@ runs = erosion_experiment(run.config, run.extras["seeds"], Context.for_profile(p
 traj = analysis.trajectory_frame(runs)
 summary = analysis.summary_frame(runs)
 seed_stats = analysis.seed_table(summary)
-display(Markdown(profile_note(profile)))
+used = [r[k] for r in runs for k in ("pretrain", "pattern", "control")]
+display(Markdown(profile_note(profile) + " " + compute_note(used)))
 
 # %% tags=["hide-input"]
 pre = [r["pretrain"]["result"] for r in runs]
@@ -146,4 +147,4 @@ summary.round(4)
 parameters_frame(run)
 
 # %% tags=["hide-input"]
-provenance([r[k] for r in runs for k in ("pretrain", "pattern", "control")])
+provenance(used)

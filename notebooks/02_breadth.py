@@ -56,7 +56,7 @@ from IPython.display import Markdown, display
 from erosion_utils import analysis, plots
 from erosion_utils.claims import EROSION_THRESHOLD
 from erosion_utils.experiments import Context, breadth_experiment
-from erosion_utils.pages import glue, parameters_frame, profile_note, provenance
+from erosion_utils.pages import compute_note, glue, parameters_frame, profile_note, provenance
 from erosion_utils.profiles import resolve
 
 run = resolve("breadth", profile, seed=seed, around_lrs=around_lrs, archs=archs, patterns=patterns,
@@ -79,7 +79,8 @@ glue("eroded_list", "; ".join(eroded.label) if len(eroded) else "none")
 low = done[done.finetune_lr == min(run.extras["around_lrs"])]
 glue("n_low", len(low))
 glue("n_low_eroded", int((low.erosion > EROSION_THRESHOLD).sum()))
-display(Markdown(profile_note(profile)))
+used = [r[k] for r in rows if not r.get("missing") for k in ("pattern", "control")]
+display(Markdown(profile_note(profile) + " " + compute_note(used)))
 
 # %% [markdown]
 # Of {glue:text}`n_settings` settings, {glue:text}`n_done` have results and {glue:text}`n_missing` were not computed
@@ -136,4 +137,4 @@ frame[[c for c in cols if c in frame]].round(3)
 parameters_frame(run)
 
 # %% tags=["hide-input"]
-provenance([r[k] for r in rows if not r.get("missing") for k in ("pattern", "control")])
+provenance(used)

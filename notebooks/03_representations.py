@@ -60,7 +60,7 @@ from IPython.display import Markdown, display
 from erosion_utils import analysis, plots
 from erosion_utils.claims import claim_representations
 from erosion_utils.experiments import Context, representation_experiment
-from erosion_utils.pages import glue, parameters_frame, profile_note, provenance
+from erosion_utils.pages import compute_note, glue, parameters_frame, profile_note, provenance
 from erosion_utils.profiles import resolve
 
 run = resolve("representations", profile, seed=seed, finetune_lrs=finetune_lrs, n_snapshots=n_snapshots,
@@ -88,7 +88,7 @@ for which, lr in (("low", lrs[0]), ("high", lrs[-1])):
     glue(f"shallow_{which}", v["shallow_mean_drop"])
     glue(f"rank_ratio_{which}", v["last_rank_ratio"])
 glue("n_layers", int(layers.depth.max()) + 1)
-display(Markdown(profile_note(profile)))
+display(Markdown(profile_note(profile) + " " + compute_note(entries)))
 
 # %% tags=["hide-input"]
 g = plots.layer_profiles(layers)
@@ -112,9 +112,10 @@ glue("fig_layers", g)
 # tapped layer is {glue:text}`rank_ratio_high:.2f` times the control's (at `lr` = {glue:text}`lr_low`:
 # {glue:text}`deep_low:.3f`, {glue:text}`shallow_low:.3f` and {glue:text}`rank_ratio_low:.2f`).
 #
-# The pattern-class probe reads the pattern almost perfectly from the early layers of every network, the pretrained
-# one included: a corner patch is linearly visible in the pixels. What fine-tuning on the pattern changes is whether
-# the *deep* layers keep it, and whether they keep the class information of the content.
+# How to read the third panel: a corner patch is linearly visible in the pixels, so a probe can read the pattern's
+# class from the early layers of any network, the pretrained one included (in the paper-profile results it does so
+# almost perfectly). What fine-tuning on the pattern can change is whether the *deep* layers keep the pattern, and
+# whether they keep the class information of the content.
 #
 # ## Per-layer differences at the end of fine-tuning
 
