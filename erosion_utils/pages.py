@@ -29,10 +29,6 @@ def provenance(entries: list[dict]) -> pd.DataFrame:
     return provenance_frame(entries).set_index("key")
 
 
-def fmt_pct(x: float) -> str:
-    return f"{100 * x:.1f}%"
-
-
 def glue(name: str, value) -> None:
     """myst-nb ``glue`` without display; numpy scalars become Python numbers so format specs apply."""
     import numpy as np

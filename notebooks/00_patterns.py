@@ -72,6 +72,7 @@ glue("k", cfg.pattern_size)
 glue("corner", cfg.corner.replace("_", "-"))
 glue("n_classes", data.num_classes)
 glue("data_source", data.source)
+glue("profile", profile)
 display(Markdown(profile_note(profile)))
 
 # %% [markdown]
@@ -79,7 +80,7 @@ display(Markdown(profile_note(profile)))
 # :name: fig-patterns
 #
 # Test images (columns; title: true class and the class of the mismatched pattern) shown clean and with each
-# pattern kind, matched and mismatched. Pattern size *k* = {glue:text}`k`, corner: {glue:text}`corner`.
+# pattern kind, matched and mismatched. Pattern size *k* = {glue:text}`k`, corner: {glue:text}`corner`. Profile: {glue:text}`profile`.
 # ```
 #
 # The dataset has {glue:text}`n_classes` classes and was read from {glue:text}`data_source`. The position code

@@ -66,6 +66,7 @@ traj = analysis.trajectory_frame(runs)
 summary = analysis.summary_frame(runs)
 seed_stats = analysis.seed_table(summary)
 used = [r[k] for r in runs for k in ("pretrain", "pattern", "control")]
+glue("profile", profile)
 display(Markdown(profile_note(profile) + " " + compute_note(used)))
 
 # %% tags=["hide-input"]
@@ -102,7 +103,7 @@ glue("fig_erosion", g)
 #
 # Test metrics over fine-tuning steps (log-scaled after step 1) for the pattern run (red) and the clean control
 # (blue), starting from the same pretrained weights; one row per fine-tuning learning rate. Line: mean over seeds;
-# band: range over seeds. The parameters are listed at the end of the page.
+# band: range over seeds. The parameters are listed at the end of the page. Profile: {glue:text}`profile`.
 # ```
 #
 # At the lower rate ({glue:text}`lr_low`), the pattern run ends at a clean accuracy of
@@ -134,7 +135,7 @@ glue("fig_seeds", fig)
 # :name: fig-erosion-seeds
 #
 # Final clean test accuracy of the pattern run and its control, per fine-tuning learning rate; bars are means, dots
-# are seeds.
+# are seeds. Profile: {glue:text}`profile`.
 # ```
 
 # %% tags=["hide-input"]

@@ -80,6 +80,7 @@ low = done[done.finetune_lr == min(run.extras["around_lrs"])]
 glue("n_low", len(low))
 glue("n_low_eroded", int((low.erosion > EROSION_THRESHOLD).sum()))
 used = [r[k] for r in rows if not r.get("missing") for k in ("pattern", "control")]
+glue("profile", profile)
 display(Markdown(profile_note(profile) + " " + compute_note(used)))
 
 # %% [markdown]
@@ -98,7 +99,7 @@ glue("fig_breadth", fig)
 #
 # Erosion (left) and follow rate (right) per setting: the base setting, and each factor changed from it (`k`:
 # pattern size, `p`: fraction of patched images, `wd`: fine-tuning weight decay). Colour: fine-tuning learning
-# rate; a missing bar means no result (see the table below). One seed per setting.
+# rate; a missing bar means no result (see the table below). One seed per setting. Profile: {glue:text}`profile`.
 # ```
 
 # %% tags=["hide-input"]
@@ -111,13 +112,13 @@ glue("fig_grid_follow", fig)
 # ```{glue:figure} fig_grid
 # :name: fig-breadth-grid
 #
-# Erosion over the fine-tuning learning rate x weight decay grid for the base architecture and pattern.
+# Erosion over the fine-tuning learning rate x weight decay grid for the base architecture and pattern. Profile: {glue:text}`profile`.
 # ```
 #
 # ```{glue:figure} fig_grid_follow
 # :name: fig-breadth-grid-follow
 #
-# Follow rate over the same grid.
+# Follow rate over the same grid. Profile: {glue:text}`profile`.
 # ```
 #
 # ## All settings

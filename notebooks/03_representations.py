@@ -88,6 +88,7 @@ for which, lr in (("low", lrs[0]), ("high", lrs[-1])):
     glue(f"shallow_{which}", v["shallow_mean_drop"])
     glue(f"rank_ratio_{which}", v["last_rank_ratio"])
 glue("n_layers", int(layers.depth.max()) + 1)
+glue("profile", profile)
 display(Markdown(profile_note(profile) + " " + compute_note(entries)))
 
 # %% tags=["hide-input"]
@@ -101,7 +102,7 @@ glue("fig_layers", g)
 # Per layer (input to output, {glue:text}`n_layers` taps): clean-label probe accuracy, numerical rank and
 # pattern-class probe accuracy, for the pretrained network (black), the pattern-fine-tuned network at several steps
 # (light to dark) and at the end (`pattern`), and the clean control at the end (blue). One row per fine-tuning
-# learning rate.
+# learning rate. Profile: {glue:text}`profile`.
 # ```
 #
 # Compared with the clean control at the end of fine-tuning, the pattern run's largest per-layer loss of
