@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import time
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
 
 import torch
 
@@ -17,8 +17,8 @@ from .cache import DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, CheckpointCache, Result
 from .models import ARCHS, build_model
 from .patterns import PatternSpec, make_codes, mismatched_labels, patched_mask, stamp, test_views
 from .probes import layer_report
-from .train import SCHEDULES, TrainConfig, eval_steps, predict, resolve_device, train, train_until_perfect, \
-    with_normalization
+from .train import SCHEDULES, TrainConfig, accuracy, eval_steps, predict, resolve_device, train, \
+    train_until_perfect, with_normalization
 from .validation import ParameterError, check_choice, check_number
 
 PRETRAIN_FIELDS = ("dataset", "train_per_class", "test_per_class", "arch", "width", "mlp_depth", "mlp_hidden",
@@ -176,18 +176,12 @@ def pretrained_model(cfg: ErosionConfig, ctx: Context) -> tuple[torch.nn.Module,
             ctx.results.save("pretrain", params, saved["summary"], saved["provenance"])
         return model, saved["summary"]
 
-    def compute() -> dict:
-        x, y = data.x_train.to(device), data.y_train.to(device)
-        summary = train_until_perfect(model, x, y, cfg.pretrain_config(), cfg.seed,
-                                      extra_epochs=cfg.pretrain_extra_epochs, desc=f"pretrain {cfg.arch}")
-        pred = predict(model, data.x_test.to(device))
-        summary["test_accuracy"] = (pred == data.y_test.to(device)).float().mean().item()
-        return summary
-
-    import time
-
+    if not ctx.compute:
+        raise CacheMissError(f"no cached pretrained checkpoint for {params} in {ctx.checkpoints.root}")
     start = time.perf_counter()
-    summary = compute()
+    summary = train_until_perfect(model, data.x_train.to(device), data.y_train.to(device), cfg.pretrain_config(),
+                                  cfg.seed, extra_epochs=cfg.pretrain_extra_epochs, desc=f"pretrain {cfg.arch}")
+    summary["test_accuracy"] = accuracy(model, data.x_test.to(device), data.y_test)
     prov = provenance(cfg.seed, time.perf_counter() - start, device)
     ctx.results.save("pretrain", params, summary, prov)
     ctx.checkpoints.save("pretrain", params, {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
@@ -271,8 +265,7 @@ def erosion_experiment(cfg: ErosionConfig, seeds: list[int], ctx: Context,
              "control": finetune_run(c, False, ctx), "pretrain": pretrain_summary(c, ctx)} for c in configs]
 
 
-BREADTH_FACTORS = {"arch": "arch", "pattern": "pattern", "pattern_size": "pattern_size", "fraction": "fraction",
-                   "dataset": "dataset", "finetune_lr": "finetune_lr", "finetune_weight_decay": "finetune_weight_decay"}
+BREADTH_FACTORS = ("arch", "pattern", "pattern_size", "fraction", "dataset", "finetune_lr", "finetune_weight_decay")
 
 
 def breadth_variants(base: ErosionConfig, sweeps: dict[str, list],
