@@ -1,0 +1,64 @@
+"""The GPU-side entry points, exercised on CPU: the budgeted paper runner, the benchmark and the self-check."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tarfile
+
+import torch
+
+from erosion_utils.bench import run_bench
+from erosion_utils.data import ImageData
+from erosion_utils.experiments import Context
+from erosion_utils.paper import paper_units, run_paper
+
+
+def test_paper_units_cover_every_profile_result_in_priority_order(cpu_context):
+    names = [name for name, _, _ in paper_units(cpu_context, "smoke")]
+    assert names[0] == "erosion lr=0.01 pattern seed 0"
+    assert names.index("representations lr=0.1") < min(i for i, n in enumerate(names) if n.startswith("breadth"))
+    assert len(names) == len(set(names))
+
+
+def test_zero_budget_skips_everything_but_still_reports(cpu_context, tmp_path):
+    report = run_paper(cpu_context, 0.0, tmp_path / "out", "smoke", log=lambda _: None)
+    assert report["units"] and all(u["status"] == "skipped" for u in report["units"])
+    assert json.loads((tmp_path / "out" / "paper_run.json").read_text())["budget_s"] == 0.0
+    assert not list(cpu_context.results.root.rglob("*.json"))
+
+
+def test_smoke_paper_run_caches_every_unit_and_packs_them(cpu_context, tmp_path):
+    logs: list[str] = []
+    report = run_paper(cpu_context, 600.0, tmp_path / "out", "smoke", log=logs.append)
+    assert all(u["status"] == "done" for u in report["units"]), logs
+    with tarfile.open(tmp_path / "out" / "results.tar.gz") as tar:
+        packed = {m.name for m in tar.getmembers() if m.name.endswith(".json")}
+    on_disk = {f"results/{p.relative_to(cpu_context.results.root)}" for p in cpu_context.results.root.rglob("*.json")}
+    assert packed == on_disk and any("representations/" in n for n in packed)
+    again = run_paper(cpu_context, 600.0, tmp_path / "out2", "smoke", log=lambda _: None)  # resumes: all cached
+    assert sum(u["seconds"] for u in again["units"]) < 5.0
+
+
+def test_bench_reports_both_loops():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (600, 3, 32, 32), generator=gen, dtype=torch.uint8)
+    y = torch.randint(0, 10, (600,), generator=gen)
+    data = ImageData("cifar10", x[:512], y[:512], x[512:], y[512:], 10, "synthetic")
+    result = run_bench(data, "mlp", 0.25, n_images=256, batch_size=64, device="cpu", workers=0)
+    assert result["ours_img_per_s"] > 0 and result["naive_img_per_s"] > 0
+    assert result["speedup"] == result["naive_s"] / result["ours_s"]
+    assert {"git_commit", "device", "torch", "wall_time_s", "seed"} <= set(result["provenance"])
+
+
+def test_selfcheck_command_runs_on_cpu():
+    out = subprocess.run([sys.executable, "-m", "erosion_utils", "selfcheck", "--device", "cpu", "--archs", "mlp"],
+                         capture_output=True, text=True, timeout=300, env={"EROSION_PROGRESS": "0",
+                                                                           "PATH": "/usr/bin:/bin"})
+    assert out.returncode == 0, out.stderr
+    assert "mlp: 4 evals" in out.stdout and "4 layers" in out.stdout
+
+
+def test_context_for_paper_profile_computes_only_with_cuda():
+    assert Context.for_profile("smoke").compute
+    assert Context.for_profile("paper").compute is torch.cuda.is_available()
