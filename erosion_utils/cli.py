@@ -118,6 +118,14 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _is_notebook_failure(err: Exception) -> bool:
+    try:  # papermill is absent on the GPU machine, where no notebook runs
+        from papermill.exceptions import PapermillExecutionError
+    except ImportError:
+        return False
+    return isinstance(err, PapermillExecutionError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -125,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     except ParameterError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except Exception as err:  # a notebook that failed inside papermill: say why in one line, not a traceback
+        if not _is_notebook_failure(err):
+            raise
+        print(f"error: notebook failed in cell {err.exec_count}: {err.ename}: {err.evalue}", file=sys.stderr)
+        return 1
 
 
 def _selfcheck(args) -> int:

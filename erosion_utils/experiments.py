@@ -149,8 +149,10 @@ def _cached(ctx: Context, name: str, params: dict, compute, seed: int) -> dict:
     if hit is not None:
         return hit
     if not ctx.compute:
-        raise CacheMissError(f"no cached {name!r} result for these parameters in {ctx.results.root}; "
-                             f"run with computing allowed (see README: python -m erosion_utils paper)")
+        raise CacheMissError(f"no cached {name!r} result for these parameters in {ctx.results.root}, and this "
+                             f"context does not compute (the paper profile computes only where CUDA is available). "
+                             f"Rerun with --profile cpu (or smoke), or compute it on a GPU with "
+                             f"`python -m erosion_utils paper`")
     return ctx.results.get_or_compute(name, params, compute, seed, ctx.torch_device)
 
 

@@ -62,3 +62,20 @@ def test_selfcheck_command_runs_on_cpu():
 def test_context_for_paper_profile_computes_only_with_cuda():
     assert Context.for_profile("smoke").compute
     assert Context.for_profile("paper").compute is torch.cuda.is_available()
+
+
+def test_paper_profile_on_cpu_fails_clearly_and_leaves_no_page(tmp_path, monkeypatch):
+    import pytest
+    from papermill.exceptions import PapermillExecutionError
+
+    from erosion_utils import runner
+
+    if torch.cuda.is_available():
+        pytest.skip("with CUDA the paper profile computes instead of failing")
+    monkeypatch.setenv("EROSION_RESULTS", str(tmp_path / "empty-results"))
+    monkeypatch.setenv("EROSION_CHECKPOINTS", str(tmp_path / "checkpoints"))
+    with pytest.raises(PapermillExecutionError) as err:
+        runner.execute("01_erosion", {"profile": "paper", "finetune_lrs": [0.05]}, tmp_path)
+    assert err.value.ename == "CacheMissError" and "--profile cpu" in err.value.evalue
+    assert not (tmp_path / runner.EXECUTED / "01_erosion.ipynb").exists()
+    assert not (tmp_path / "empty-results").exists()
