@@ -76,6 +76,7 @@ def run_bench(data: ImageData, arch: str = "resnet18", width: float = 1.0, n_ima
     naive = naive_epoch(naive_model, data, n_images, cfg, dev, workers)
     from .cache import provenance
 
-    return {"provenance": provenance(seed, ours + naive, dev), "device": str(dev), "arch": arch, "width": width, "n_images": n_images, "batch_size": batch_size,
+    return {"provenance": provenance(seed, ours + naive, dev), "device": str(dev), "arch": arch, "width": width,
+            "n_images": n_images, "batch_size": batch_size,
             "workers": workers, "ours_s": ours, "naive_s": naive, "ours_img_per_s": n_images / ours,
             "naive_img_per_s": n_images / naive, "speedup": naive / ours}

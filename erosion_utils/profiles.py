@@ -27,7 +27,8 @@ _BASE = {
 }
 _EXTRAS = {
     "patterns": {p: dict(n_images=6) for p in PROFILES},
-    "erosion": {"smoke": dict(seeds=[0], finetune_lrs=[0.01, 0.1]), "cpu": dict(seeds=[0, 1, 2], finetune_lrs=[0.01, 0.1]),
+    "erosion": {"smoke": dict(seeds=[0], finetune_lrs=[0.01, 0.1]),
+                "cpu": dict(seeds=[0, 1, 2], finetune_lrs=[0.01, 0.1]),
                 "paper": dict(seeds=[0, 1, 2], finetune_lrs=[0.01, 0.1])},
     "breadth": {
         "smoke": dict(around_lrs=[0.01], archs=["mlp"], patterns=["noise"], pattern_sizes=[2], fractions=[0.5],
@@ -36,8 +37,8 @@ _EXTRAS = {
                     fractions=[0.1, 0.5], archs=["resnet18", "mlp"], datasets=[], finetune_lrs=[0.001, 0.01, 0.1],
                     finetune_weight_decays=[0.0, 5e-4]),
         "paper": dict(around_lrs=[0.01, 0.1], patterns=["position", "noise"], pattern_sizes=[1, 2, 8],
-                      fractions=[0.1, 0.5], archs=["vgg19", "mlp"], datasets=["fashion_mnist"], finetune_lrs=[0.001, 0.01, 0.1],
-                      finetune_weight_decays=[0.0, 5e-4]),
+                      fractions=[0.1, 0.5], archs=["vgg19", "mlp"], datasets=["fashion_mnist"],
+                      finetune_lrs=[0.001, 0.01, 0.1], finetune_weight_decays=[0.0, 5e-4]),
     },
     "representations": {
         "smoke": dict(finetune_lrs=[0.1], n_snapshots=2, probe_train_per_class=8, probe_test_per_class=4,
@@ -51,11 +52,13 @@ _EXTRAS = {
 }
 # per-experiment changes to the base configuration (breadth runs are shorter and evaluated less densely)
 _CONFIG = {
-    "breadth": {"smoke": dict(), "cpu": dict(finetune_epochs=2, n_evals=8), "paper": dict(finetune_epochs=2, n_evals=8)},
+    "breadth": {"smoke": dict(), "cpu": dict(finetune_epochs=2, n_evals=8),
+                "paper": dict(finetune_epochs=2, n_evals=8)},
 }
 # the configuration fields a notebook exposes as parameters
 CONFIG_PARAMS = ("dataset", "arch", "width", "train_per_class", "test_per_class", "pretrain_epochs", "pretrain_lr",
-                 "pattern", "pattern_size", "corner", "fraction", "finetune_epochs", "finetune_weight_decay", "finetune_batch_size", "n_evals")
+                 "pattern", "pattern_size", "corner", "fraction", "finetune_epochs", "finetune_weight_decay",
+                 "finetune_batch_size", "n_evals")
 SWEEPS = {"archs": "arch", "patterns": "pattern", "pattern_sizes": "pattern_size", "fractions": "fraction",
           "datasets": "dataset", "finetune_lrs": "finetune_lr", "finetune_weight_decays": "finetune_weight_decay"}
 
@@ -69,7 +72,9 @@ class Resolved:
 
     def sweeps(self) -> dict[str, list]:
         """Breadth sweeps, keyed by configuration field (only for the breadth experiment)."""
-        return {SWEEPS[k]: v for k, v in self.extras.items() if k in SWEEPS and v} if self.experiment == "breadth" else {}
+        if self.experiment != "breadth":
+            return {}
+        return {SWEEPS[k]: v for k, v in self.extras.items() if k in SWEEPS and v}
 
     def table(self) -> list[dict]:
         """Every parameter the run used, for display beside its figures."""

@@ -100,12 +100,16 @@ def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     padded = F.pad(x.float(), (4, 4, 4, 4), mode="reflect")
     rows = (torch.arange(h, device=x.device)[None] + shifts[0][:, None])[:, None, :, None]
     cols = (torch.arange(w, device=x.device)[None] + shifts[1][:, None])[:, None, None, :]
-    out = padded[torch.arange(n, device=x.device)[:, None, None, None], torch.arange(x.shape[1], device=x.device)[None, :, None, None], rows, cols]
+    batch = torch.arange(n, device=x.device)[:, None, None, None]
+    chans = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+    out = padded[batch, chans, rows, cols]
     return torch.where(flips[:, None, None, None], out.flip(-1), out)
 
 
 def _autocast(device: torch.device):
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return torch.autocast("cpu", enabled=False)
 
 
 @torch.no_grad()

@@ -25,7 +25,8 @@ def check_number(name: str, value: Any, *, low: float | None = None, high: float
     too_low = low is not None and (value < low if low_inclusive else value <= low)
     too_high = high is not None and (value > high if high_inclusive else value >= high)
     if too_low or too_high:
-        raise ParameterError(f"{name}={value!r} is out of range; allowed{_interval(low, high, low_inclusive, high_inclusive)}")
+        allowed = _interval(low, high, low_inclusive, high_inclusive)
+        raise ParameterError(f"{name}={value!r} is out of range; allowed{allowed}")
     return value
 
 
