@@ -97,7 +97,8 @@ def load_dataset(name: str = "cifar10", root: str | os.PathLike | None = None, d
         return _download(name, CACHE_DIR / "data")
     raise DatasetNotFoundError(
         f"dataset {name!r} not found. Looked in: {looked}. Fix: pass root=PATH (a folder or .npz file), set "
-        f"EROSION_DATA=PATH, or allow download=True (torchvision downloads into {CACHE_DIR / 'data'})."
+        f"EROSION_DATA=PATH, or allow a download with download=True or EROSION_DOWNLOAD=1 (torchvision downloads "
+        f"into {CACHE_DIR / 'data'})."
     )
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import time
 from dataclasses import dataclass, field, fields, replace
 
@@ -113,7 +114,7 @@ class Context:
     results: ResultCache = field(default_factory=lambda: ResultCache(DEFAULT_RESULTS))
     checkpoints: CheckpointCache = field(default_factory=lambda: CheckpointCache(DEFAULT_CHECKPOINTS))
     data_root: str | None = None
-    download: bool = False
+    download: bool = field(default_factory=lambda: os.environ.get("EROSION_DOWNLOAD", "0") == "1")
     compute: bool = True  # False: fail on a cache miss instead of training
 
     @property
