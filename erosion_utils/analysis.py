@@ -105,6 +105,13 @@ def breadth_frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+def breadth_count_sentence(frame: pd.DataFrame, threshold: float) -> str:
+    """How many breadth settings have results, and how many of those erode by more than ``threshold``."""
+    done = frame[~frame.missing]
+    return (f"Of {len(frame)} settings, {len(done)} have results; erosion above {threshold} appears in "
+            f"{int((done.erosion > threshold).sum())}.")
+
+
 def layers_frame(entries: list[dict]) -> pd.DataFrame:
     """One row per (representation experiment, snapshot, layer)."""
     rows = []

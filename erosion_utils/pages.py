@@ -14,8 +14,8 @@ PROFILE_NOTES = {
 }
 
 
-def profile_note(profile: str) -> str:
-    return f"Every number and figure on this page was produced with {PROFILE_NOTES[profile]}."
+def profile_note(profile: str, scope: str = "Every number and figure on this page") -> str:
+    return f"{scope} was produced with {PROFILE_NOTES[profile]}."
 
 
 def parameters_frame(resolved: Resolved) -> pd.DataFrame:
@@ -48,8 +48,7 @@ def compute_note(entries: list[dict]) -> str:
     """One line: how many cached results a page used, their total compute time and the devices they ran on."""
     frame = provenance_frame(entries)
     devices = ", ".join(sorted(frame.device.unique()))
-    return (f"This page uses {len(frame)} cached results, computed in {frame.wall_time_s.sum():.0f} s in total on "
-            f"{devices}.")
+    return f"It uses {len(frame)} cached results, computed in {frame.wall_time_s.sum():.0f} s in total on {devices}."
 
 
 def execution_provenance(seed: int, started: float) -> pd.DataFrame:

@@ -31,12 +31,16 @@ _EXTRAS = {
                 "cpu": dict(seeds=[0, 1, 2], finetune_lrs=[0.01, 0.1]),
                 "paper": dict(seeds=[0, 1, 2], finetune_lrs=[0.01, 0.1])},
     "breadth": {
-        "smoke": dict(around_lrs=[0.01], archs=["mlp"], patterns=["noise"], pattern_sizes=[2], fractions=[0.5],
-                      datasets=[], finetune_lrs=[0.01], finetune_weight_decays=[0.0]),
-        "cpu": dict(around_lrs=[0.01, 0.1], patterns=["position", "noise"], pattern_sizes=[1, 2, 8],
+        "smoke": dict(supplement_profile=None, around_lrs=[0.01], archs=["mlp"], patterns=["noise"],
+                      pattern_sizes=[2], fractions=[0.5], datasets=[], finetune_lrs=[0.01],
+                      finetune_weight_decays=[0.0]),
+        "cpu": dict(supplement_profile=None, around_lrs=[0.01, 0.1], patterns=["position", "noise"],
+                    pattern_sizes=[1, 2, 8],
                     fractions=[0.1, 0.5], archs=["resnet18", "mlp"], datasets=[], finetune_lrs=[0.001, 0.01, 0.1],
                     finetune_weight_decays=[0.0, 5e-4]),
-        "paper": dict(around_lrs=[0.01, 0.1], patterns=["position", "noise"], pattern_sizes=[1, 2, 8],
+        # the cpu-profile supplement: every setting computed, at a smaller scale (see the Breadth chapter)
+        "paper": dict(supplement_profile="cpu", around_lrs=[0.01, 0.1], patterns=["position", "noise"],
+                      pattern_sizes=[1, 2, 8],
                       fractions=[0.1, 0.5], archs=["vgg19", "mlp"], datasets=["fashion_mnist"],
                       finetune_lrs=[0.001, 0.01, 0.1], finetune_weight_decays=[0.0, 5e-4]),
     },
@@ -141,6 +145,8 @@ def resolve(experiment: str, profile: str = "cpu", **overrides) -> Resolved:
                                                                                low_inclusive=False))
             if not extras[key]:
                 raise ParameterError(f"{key}=[] must list at least one learning rate, e.g. [0.01, 0.1]")
+    if "supplement_profile" in extras:
+        check_choice("supplement_profile", extras["supplement_profile"], [None] + [p for p in PROFILES if p != profile])
     resolved = Resolved(experiment, profile, config, extras)
     if experiment == "breadth":
         for k in SWEEPS:

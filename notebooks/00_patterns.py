@@ -80,7 +80,8 @@ display(Markdown(profile_note(profile)))
 # :name: fig-patterns
 #
 # Test images (columns; title: true class and the class of the mismatched pattern) shown clean and with each
-# pattern kind, matched and mismatched. Pattern size *k* = {glue:text}`k`, corner: {glue:text}`corner`. Profile: {glue:text}`profile`.
+# pattern kind, matched and mismatched. Pattern size *k* = {glue:text}`k`, corner: {glue:text}`corner`.
+# Profile: {glue:text}`profile`.
 # ```
 #
 # The dataset has {glue:text}`n_classes` classes and was read from {glue:text}`data_source`. The position code

@@ -26,6 +26,7 @@
 # %% tags=["parameters", "remove-cell"]
 profile = "cpu"
 seed = None
+supplement_profile = None
 around_lrs = None
 archs = None
 patterns = None
@@ -51,6 +52,7 @@ finetune_batch_size = None
 n_evals = None
 
 # %% tags=["hide-input"]
+import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
 from erosion_utils import analysis, plots
@@ -59,7 +61,8 @@ from erosion_utils.experiments import Context, breadth_experiment
 from erosion_utils.pages import compute_note, glue, parameters_frame, profile_note, provenance
 from erosion_utils.profiles import resolve
 
-run = resolve("breadth", profile, seed=seed, around_lrs=around_lrs, archs=archs, patterns=patterns,
+run = resolve("breadth", profile, seed=seed, supplement_profile=supplement_profile, around_lrs=around_lrs,
+              archs=archs, patterns=patterns,
               pattern_sizes=pattern_sizes, fractions=fractions, datasets=datasets, finetune_lrs=finetune_lrs,
               finetune_weight_decays=finetune_weight_decays, dataset=dataset, arch=arch, width=width,
               train_per_class=train_per_class, test_per_class=test_per_class, pretrain_epochs=pretrain_epochs,
@@ -112,7 +115,8 @@ glue("fig_grid_follow", fig)
 # ```{glue:figure} fig_grid
 # :name: fig-breadth-grid
 #
-# Erosion over the fine-tuning learning rate x weight decay grid for the base architecture and pattern. Profile: {glue:text}`profile`.
+# Erosion over the fine-tuning learning rate x weight decay grid for the base architecture and pattern.
+# Profile: {glue:text}`profile`.
 # ```
 #
 # ```{glue:figure} fig_grid_follow
@@ -127,7 +131,8 @@ glue("fig_grid_follow", fig)
 # only on a GPU, and the GPU time available for this book ran out before them. They are listed, not hidden.
 
 # %% tags=["hide-input"]
-cols = ["finetune_lr", "setting", "label", "missing", "clean_start", "clean_pattern", "clean_control", "erosion", "follow_pattern",
+cols = ["finetune_lr", "setting", "missing", "clean_start", "clean_pattern", "clean_control", "erosion",
+        "follow_pattern",
         "matched_pattern", "steps_to_erosion"]
 frame[[c for c in cols if c in frame]].round(3)
 
@@ -139,3 +144,31 @@ parameters_frame(run)
 
 # %% tags=["hide-input"]
 provenance(used)
+
+# %% [markdown]
+# ## Supplement: every setting at a smaller scale
+#
+# Where this page was built with the paper profile, the settings the GPU budget did not reach are missing above. The
+# supplement below runs the same design, every setting computed, at the smaller `cpu` profile (narrower networks on a
+# class-balanced CIFAR-10 subset, shorter training; its own parameters and provenance follow). It is a different
+# experiment from the one above, not a stand-in for its missing settings, and the claims chapter does not use it.
+
+# %% tags=["hide-input"]
+if run.extras["supplement_profile"]:
+    sup = resolve("breadth", run.extras["supplement_profile"])
+    sup_rows = breadth_experiment(sup.config, sup.sweeps(), Context.for_profile(sup.profile), sup.extras["around_lrs"])
+    sup_frame = analysis.breadth_frame(sup_rows)
+    sup_used = [r[k] for r in sup_rows if not r.get("missing") for k in ("pattern", "control")]
+    display(Markdown(f"{profile_note(sup.profile, 'Every number and figure of this supplement')} "
+                     f"{compute_note(sup_used)} "
+                     f"{analysis.breadth_count_sentence(sup_frame, EROSION_THRESHOLD)}"))
+    fig = plots.breadth_summary(sup_frame)
+    display(fig)
+    plt.close(fig)
+    display(Markdown(f"*Erosion and follow rate per setting at the `{sup.profile}` profile, one seed per setting; "
+                     "labels as in the first figure.*"))
+    display(sup_frame[[c for c in cols if c in sup_frame]].round(3))
+    display(parameters_frame(sup))
+    display(provenance(sup_used))
+else:
+    display(Markdown("No supplement was requested (`supplement_profile` is None)."))
