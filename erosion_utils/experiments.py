@@ -329,6 +329,13 @@ def breadth_experiment(base: ErosionConfig, sweeps: dict[str, list], ctx: Contex
     return rows
 
 
+def representation_experiments(cfg: ErosionConfig, ctx: Context, finetune_lrs: list[float], n_snapshots: int,
+                                probe_train_per_class: int, probe_test_per_class: int, probe_epochs: int) -> list[dict]:
+    """:func:`representation_experiment` at each fine-tuning learning rate (the representations profile's extras)."""
+    return [representation_experiment(replace(cfg, finetune_lr=lr), ctx, n_snapshots, probe_train_per_class,
+                                      probe_test_per_class, probe_epochs) for lr in finetune_lrs]
+
+
 def representation_experiment(cfg: ErosionConfig, ctx: Context, n_snapshots: int = 4, probe_train_per_class: int = 1000,
                               probe_test_per_class: int = 500, probe_epochs: int = 30) -> dict:
     """Per-layer probe accuracy, rank and pattern readability for the pretrained network, along the patterned

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from .cache import atomic_write_bytes
-from .experiments import Context, breadth_variants, control_for, finetune_run, representation_experiment
+from .experiments import Context, breadth_variants, control_for, finetune_run, representation_experiments
 from .profiles import resolve
 
 
@@ -37,11 +37,9 @@ def paper_units(ctx: Context, profile: str = "paper") -> list[tuple[str, str, Ca
 
     seeds = ero.extras["seeds"]
     add_erosion(seeds[0])
-    e = rep.extras
-    for lr in e["finetune_lrs"]:
-        c = replace(rep.config, finetune_lr=lr)
-        units.append((f"representations lr={lr}", "representations", lambda c=c: representation_experiment(
-            c, ctx, e["n_snapshots"], e["probe_train_per_class"], e["probe_test_per_class"], e["probe_epochs"])))
+    for lr in rep.extras["finetune_lrs"]:
+        units.append((f"representations lr={lr}", "representations", lambda lr=lr: representation_experiments(
+            rep.config, ctx, **{**rep.extras, "finetune_lrs": [lr]})))
     for s in seeds[1:]:
         add_erosion(s)
     base = bre.config

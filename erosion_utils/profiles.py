@@ -120,6 +120,12 @@ def _check_list(name: str, value, item_check) -> list:
     return list(value)
 
 
+def resolve_notebook(experiment: str, namespace: dict) -> Resolved:
+    """:func:`resolve` with ``profile`` and every parameter of ``experiment`` read from a notebook's namespace
+    (its ``parameters`` cell), so a parameter declared there can never be left out of the call."""
+    return resolve(experiment, namespace["profile"], **{k: namespace[k] for k in parameter_names(experiment)})
+
+
 def resolve(experiment: str, profile: str = "cpu", **overrides) -> Resolved:
     """Profile defaults, overridden by the given (non-None) parameters, validated before any training."""
     check_choice("experiment", experiment, EXPERIMENTS)

@@ -1,7 +1,8 @@
 """Notebook runner: jupytext ``.py`` -> ``.ipynb`` -> papermill execution -> Jupyter Book build.
 
 Notebooks live in ``notebooks/NN_name.py`` (jupytext percent format, one cell tagged ``parameters``); each calls
-``resolve("<experiment>", profile, ...)``, which the runner also calls to validate parameters before execution.
+``resolve_notebook("<experiment>", globals())`` (or ``resolve``), which the runner also calls to validate
+parameters before execution.
 """
 from __future__ import annotations
 
@@ -55,7 +56,7 @@ def notebook_parameters(name: str) -> dict:
 
 
 def notebook_experiment(name: str) -> str:
-    match = re.search(r"resolve\(\s*[\"'](\w+)[\"']", notebook_path(name).read_text())
+    match = re.search(r"resolve(?:_notebook)?\(\s*[\"'](\w+)[\"']", notebook_path(name).read_text())
     if not match:
         raise ValueError(f"notebook {name} does not call resolve('<experiment>', ...)")
     return match.group(1)

@@ -50,11 +50,10 @@ from erosion_utils import plots
 from erosion_utils.data import CLASS_NAMES, balanced_indices, load_dataset
 from erosion_utils.pages import execution_provenance, glue, parameters_frame, profile_note
 from erosion_utils.patterns import KINDS, PatternSpec, make_codes, mismatched_labels, stamp
-from erosion_utils.profiles import resolve
+from erosion_utils.profiles import resolve_notebook
 
 started = time.perf_counter()
-run = resolve("patterns", profile, seed=seed, dataset=dataset, pattern_size=pattern_size, corner=corner,
-              n_images=n_images)
+run = resolve_notebook("patterns", globals())
 cfg = run.config
 data = load_dataset(cfg.dataset)
 idx = balanced_indices(data.y_test, 1, cfg.seed)[: run.extras["n_images"]]

@@ -54,13 +54,9 @@ from IPython.display import Markdown, display
 from erosion_utils import analysis, plots
 from erosion_utils.experiments import Context, erosion_experiment
 from erosion_utils.pages import compute_note, glue, parameters_frame, profile_note, provenance
-from erosion_utils.profiles import resolve
+from erosion_utils.profiles import resolve_notebook
 
-run = resolve("erosion", profile, seeds=seeds, finetune_lrs=finetune_lrs, dataset=dataset, arch=arch, width=width,
-              train_per_class=train_per_class, test_per_class=test_per_class, pretrain_epochs=pretrain_epochs,
-              pretrain_lr=pretrain_lr, pattern=pattern, pattern_size=pattern_size, corner=corner, fraction=fraction,
-              finetune_epochs=finetune_epochs, finetune_weight_decay=finetune_weight_decay,
-              finetune_batch_size=finetune_batch_size, n_evals=n_evals)
+run = resolve_notebook("erosion", globals())
 runs = erosion_experiment(run.config, run.extras["seeds"], Context.for_profile(profile), run.extras["finetune_lrs"])
 traj = analysis.trajectory_frame(runs)
 summary = analysis.summary_frame(runs)

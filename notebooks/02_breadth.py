@@ -59,16 +59,9 @@ from erosion_utils import analysis, plots
 from erosion_utils.claims import EROSION_THRESHOLD
 from erosion_utils.experiments import Context, breadth_experiment
 from erosion_utils.pages import compute_note, glue, parameters_frame, profile_note, provenance
-from erosion_utils.profiles import resolve
+from erosion_utils.profiles import resolve, resolve_notebook
 
-run = resolve("breadth", profile, seed=seed, supplement_profile=supplement_profile, around_lrs=around_lrs,
-              archs=archs, patterns=patterns,
-              pattern_sizes=pattern_sizes, fractions=fractions, datasets=datasets, finetune_lrs=finetune_lrs,
-              finetune_weight_decays=finetune_weight_decays, dataset=dataset, arch=arch, width=width,
-              train_per_class=train_per_class, test_per_class=test_per_class, pretrain_epochs=pretrain_epochs,
-              pretrain_lr=pretrain_lr, pattern=pattern, pattern_size=pattern_size, corner=corner, fraction=fraction,
-              finetune_epochs=finetune_epochs, finetune_weight_decay=finetune_weight_decay,
-              finetune_batch_size=finetune_batch_size, n_evals=n_evals)
+run = resolve_notebook("breadth", globals())
 rows = breadth_experiment(run.config, run.sweeps(), Context.for_profile(profile), run.extras["around_lrs"])
 frame = analysis.breadth_frame(rows)
 done = frame[~frame.missing]

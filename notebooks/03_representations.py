@@ -53,32 +53,21 @@ finetune_batch_size = None
 n_evals = None
 
 # %% tags=["hide-input"]
-from dataclasses import replace
-
 from IPython.display import Markdown, display
 
 from erosion_utils import analysis, plots
 from erosion_utils.claims import claim_representations
-from erosion_utils.experiments import Context, representation_experiment
+from erosion_utils.experiments import Context, representation_experiments
 from erosion_utils.pages import compute_note, glue, parameters_frame, profile_note, provenance
-from erosion_utils.profiles import resolve
+from erosion_utils.profiles import resolve_notebook
 
-run = resolve("representations", profile, seed=seed, finetune_lrs=finetune_lrs, n_snapshots=n_snapshots,
-              probe_train_per_class=probe_train_per_class, probe_test_per_class=probe_test_per_class,
-              probe_epochs=probe_epochs, dataset=dataset, arch=arch, width=width, train_per_class=train_per_class,
-              test_per_class=test_per_class, pretrain_epochs=pretrain_epochs, pretrain_lr=pretrain_lr,
-              pattern=pattern, pattern_size=pattern_size, corner=corner, fraction=fraction,
-              finetune_epochs=finetune_epochs, finetune_weight_decay=finetune_weight_decay,
-              finetune_batch_size=finetune_batch_size, n_evals=n_evals)
-e = run.extras
+run = resolve_notebook("representations", globals())
 ctx = Context.for_profile(profile)
-entries = [representation_experiment(replace(run.config, finetune_lr=lr), ctx, e["n_snapshots"],
-                                     e["probe_train_per_class"], e["probe_test_per_class"], e["probe_epochs"])
-           for lr in e["finetune_lrs"]]
+entries = representation_experiments(run.config, ctx, **run.extras)
 layers = analysis.layers_frame(entries)
 drop = analysis.layer_erosion(layers)
 verdict = claim_representations(drop)
-lrs = sorted(e["finetune_lrs"])
+lrs = sorted(run.extras["finetune_lrs"])
 for which, lr in (("low", lrs[0]), ("high", lrs[-1])):
     v = verdict["per_lr"][lr]
     glue(f"lr_{which}", lr)

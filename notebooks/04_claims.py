@@ -22,12 +22,10 @@
 profile = "cpu"
 
 # %% tags=["hide-input"]
-from dataclasses import replace
-
 from IPython.display import Markdown, display
 
 from erosion_utils import analysis, claims
-from erosion_utils.experiments import Context, breadth_experiment, erosion_experiment, representation_experiment
+from erosion_utils.experiments import Context, breadth_experiment, erosion_experiment, representation_experiments
 from erosion_utils.pages import glue, profile_note, provenance
 from erosion_utils.profiles import resolve
 
@@ -37,10 +35,7 @@ ero, bre, rep = resolve("erosion", profile), resolve("breadth", profile), resolv
 runs = erosion_experiment(ero.config, ero.extras["seeds"], ctx, ero.extras["finetune_lrs"])
 seeds = analysis.seed_table(analysis.summary_frame(runs))
 breadth = analysis.breadth_frame(breadth_experiment(bre.config, bre.sweeps(), ctx, bre.extras["around_lrs"]))
-e = rep.extras
-rep_entries = [representation_experiment(replace(rep.config, finetune_lr=lr), ctx, e["n_snapshots"],
-                                         e["probe_train_per_class"], e["probe_test_per_class"], e["probe_epochs"])
-               for lr in e["finetune_lrs"]]
+rep_entries = representation_experiments(rep.config, ctx, **rep.extras)
 results = claims.all_claims(seeds, breadth, analysis.layer_erosion(analysis.layers_frame(rep_entries)))
 for i, c in enumerate(results, 1):
     glue(f"verdict{i}", c["verdict"])

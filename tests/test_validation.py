@@ -173,3 +173,16 @@ def test_erosion_experiment_validates_every_seed_before_training(cpu_context, mo
     monkeypatch.setattr(experiments, "finetune_run", no_training)
     with pytest.raises(ParameterError, match=r"seed=-1 is out of range"):
         erosion_experiment(ErosionConfig(), [0, -1], cpu_context)
+
+
+def test_resolve_notebook_reads_every_parameter_from_the_namespace():
+    names = profiles.parameter_names("erosion")
+    namespace = {"profile": "smoke", **{k: None for k in names}, "arch": "mlp", "unrelated": 1}
+    resolved = profiles.resolve_notebook("erosion", namespace)
+    assert resolved.config.arch == "mlp" and resolved.profile == "smoke"
+    namespace["arch"] = "foo"
+    with pytest.raises(ParameterError, match="arch='foo'"):
+        profiles.resolve_notebook("erosion", namespace)
+    del namespace["arch"]
+    with pytest.raises(KeyError, match="arch"):  # a parameter missing from the notebook is an error, not a default
+        profiles.resolve_notebook("erosion", namespace)
