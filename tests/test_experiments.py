@@ -67,8 +67,8 @@ def test_erosion_second_call_is_served_from_the_cache(erosion_smoke, smoke_ctx, 
     def no_training(*_args, **_kwargs):
         raise AssertionError("the second call must not train")
 
-    monkeypatch.setattr(experiments, "train", no_training)
-    monkeypatch.setattr(experiments, "train_until_perfect", no_training)
+    monkeypatch.setattr(experiments.core, "train", no_training)
+    monkeypatch.setattr(experiments.core, "train_until_perfect", no_training)
     second = erosion_experiment(resolved.config, resolved.extras["seeds"], smoke_ctx)
     # compare as JSON: the step-0 training loss is NaN, which never equals itself
     assert json.dumps(second, sort_keys=True) == json.dumps(first, sort_keys=True)

@@ -150,8 +150,8 @@ def test_finetune_run_validates_before_touching_caches(bad, tmp_path, monkeypatc
     def no_training(*_args, **_kwargs):
         raise AssertionError("trained before validating")
 
-    monkeypatch.setattr(experiments, "train", no_training)
-    monkeypatch.setattr(experiments, "train_until_perfect", no_training)
+    monkeypatch.setattr(experiments.core, "train", no_training)
+    monkeypatch.setattr(experiments.core, "train_until_perfect", no_training)
     ctx = Context(device="cpu", results=experiments.ResultCache(tmp_path / "results"),
                   checkpoints=experiments.CheckpointCache(tmp_path / "checkpoints"), data_root=str(tmp_path / "none"))
     with pytest.raises(ParameterError):
@@ -170,7 +170,7 @@ def test_erosion_experiment_validates_every_seed_before_training(cpu_context, mo
     def no_training(*_args, **_kwargs):
         raise AssertionError("trained before validating every seed")
 
-    monkeypatch.setattr(experiments, "finetune_run", no_training)
+    monkeypatch.setattr(experiments.erosion, "finetune_run", no_training)
     with pytest.raises(ParameterError, match=r"seed=-1 is out of range"):
         erosion_experiment(ErosionConfig(), [0, -1], cpu_context)
 

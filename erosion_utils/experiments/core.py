@@ -1,4 +1,4 @@
-"""The experiments: pretrain to perfect training accuracy, then continue on patterned (or clean) images.
+"""What every chapter shares: the configuration, the context, pretraining and one fine-tuning run.
 
 Every function takes an :class:`ErosionConfig` (validated before any training) and a :class:`Context` (device,
 caches, data location) and returns cache entries: ``{"params", "provenance", "result"}``.
@@ -13,14 +13,13 @@ from dataclasses import dataclass, field, fields, replace
 
 import torch
 
-from . import data as data_mod
-from .cache import DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, CheckpointCache, ResultCache, provenance
-from .models import ARCHS, build_model
-from .patterns import PatternSpec, make_codes, mismatched_labels, patched_mask, stamp, test_views
-from .probes import layer_report
-from .train import SCHEDULES, TrainConfig, accuracy, eval_steps, predict, resolve_device, train, \
+from .. import data as data_mod
+from ..cache import DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, CheckpointCache, ResultCache, provenance
+from ..models import ARCHS, build_model
+from ..patterns import PatternSpec, make_codes, patched_mask, stamp, test_views
+from ..train import SCHEDULES, TrainConfig, accuracy, eval_steps, predict, resolve_device, train, \
     train_until_perfect, with_normalization
-from .validation import ParameterError, check_choice, check_number
+from ..validation import ParameterError, check_choice, check_number
 
 PRETRAIN_FIELDS = ("dataset", "train_per_class", "test_per_class", "arch", "width", "mlp_depth", "mlp_hidden",
                    "pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "pretrain_weight_decay",
@@ -254,132 +253,3 @@ def pretrain_summary(cfg: ErosionConfig, ctx: Context) -> dict:
         pretrained_model(cfg, ctx)
         hit = ctx.results.load("pretrain", cfg.pretrain_params())
     return hit
-
-
-def erosion_experiment(cfg: ErosionConfig, seeds: list[int], ctx: Context,
-                       finetune_lrs: list[float] | None = None) -> list[dict]:
-    """Fig. 1: for each finetuning learning rate and seed, the pattern run and the clean control from the same
-    pretrained weights. All configurations are validated before any training."""
-    if not seeds:
-        raise ParameterError("seeds=[] must list at least one seed, e.g. [0, 1, 2]")
-    lrs = finetune_lrs or [cfg.finetune_lr]
-    configs = [replace(cfg, seed=s, finetune_lr=lr).validate() for lr in lrs for s in seeds]
-    return [{"seed": c.seed, "finetune_lr": c.finetune_lr, "pattern": finetune_run(c, True, ctx),
-             "control": finetune_run(c, False, ctx), "pretrain": pretrain_summary(c, ctx)} for c in configs]
-
-
-BREADTH_FACTORS = ("arch", "pattern", "pattern_size", "fraction", "dataset", "finetune_lr", "finetune_weight_decay")
-
-
-def breadth_variants(base: ErosionConfig, sweeps: dict[str, list],
-                     around_lrs: list[float] | None = None) -> list[tuple[str, ErosionConfig]]:
-    """One factor at a time around ``base`` (repeated at each finetuning lr in ``around_lrs``);
-    ``finetune_lr`` and ``finetune_weight_decay`` form a full grid. Returns (factor, config) pairs, base first,
-    without duplicates."""
-    unknown = sorted(set(sweeps) - set(BREADTH_FACTORS))
-    if unknown:
-        raise ParameterError(f"unknown sweep factors {unknown}; known: {sorted(BREADTH_FACTORS)}")
-    out: list[tuple[str, ErosionConfig]] = [("base", base)]
-    seen = {base}
-    lrs = sweeps.get("finetune_lr", [base.finetune_lr])
-    wds = sweeps.get("finetune_weight_decay", [base.finetune_weight_decay])
-    for lr in around_lrs or [base.finetune_lr]:
-        centre = replace(base, finetune_lr=lr)
-        if centre not in seen:
-            seen.add(centre)
-            out.append(("base", centre))
-        for factor, values in sweeps.items():
-            if factor in ("finetune_lr", "finetune_weight_decay"):
-                continue
-            for v in values:
-                c = replace(centre, **{factor: v})
-                if c not in seen:
-                    seen.add(c)
-                    out.append((factor, c))
-    if "finetune_lr" in sweeps or "finetune_weight_decay" in sweeps:
-        for lr in lrs:
-            for wd in wds:
-                c = replace(base, finetune_lr=lr, finetune_weight_decay=wd)
-                if c not in seen:
-                    seen.add(c)
-                    out.append(("finetune_lr x weight_decay", c))
-    for _, c in out:
-        c.validate()
-    return out
-
-
-def control_for(cfg: ErosionConfig, base: ErosionConfig) -> ErosionConfig:
-    """The clean control of ``cfg``: training on clean data does not depend on the pattern, so controls share the
-    base pattern (used only for the control's matched/mismatched views)."""
-    return replace(cfg, **{k: getattr(base, k) for k in PATTERN_FIELDS})
-
-
-def breadth_experiment(base: ErosionConfig, sweeps: dict[str, list], ctx: Context,
-                       around_lrs: list[float] | None = None) -> list[dict]:
-    """Each variant's pattern run and its control (shared across pattern variants). With ``ctx.compute`` off,
-    variants whose results are not cached are returned with ``"missing": True`` instead of being trained."""
-    rows = []
-    for factor, c in breadth_variants(base, sweeps, around_lrs):
-        row = {"factor": factor, "config": c.as_dict()}
-        try:
-            row.update(pattern=finetune_run(c, True, ctx), control=finetune_run(control_for(c, base), False, ctx))
-        except CacheMissError:
-            row["missing"] = True
-        rows.append(row)
-    return rows
-
-
-def representation_experiments(cfg: ErosionConfig, ctx: Context, finetune_lrs: list[float], n_snapshots: int,
-                                probe_train_per_class: int, probe_test_per_class: int, probe_epochs: int) -> list[dict]:
-    """:func:`representation_experiment` at each fine-tuning learning rate (the representations profile's extras)."""
-    return [representation_experiment(replace(cfg, finetune_lr=lr), ctx, n_snapshots, probe_train_per_class,
-                                      probe_test_per_class, probe_epochs) for lr in finetune_lrs]
-
-
-def representation_experiment(cfg: ErosionConfig, ctx: Context, n_snapshots: int = 4, probe_train_per_class: int = 1000,
-                              probe_test_per_class: int = 500, probe_epochs: int = 30) -> dict:
-    """Per-layer probe accuracy, rank and pattern readability for the pretrained network, along the patterned
-    finetuning trajectory, and for the clean control at its end."""
-    cfg.validate()
-    check_number("n_snapshots", n_snapshots, low=2, integer=True)
-    check_number("probe_train_per_class", probe_train_per_class, low=1, integer=True)
-    check_number("probe_test_per_class", probe_test_per_class, low=1, integer=True)
-    check_number("probe_epochs", probe_epochs, low=1, integer=True)
-    params = {**cfg.as_dict(), "n_snapshots": n_snapshots, "probe_train_per_class": probe_train_per_class,
-              "probe_test_per_class": probe_test_per_class, "probe_epochs": probe_epochs}
-
-    def compute() -> dict:
-        data = load_data(cfg, ctx)
-        device = ctx.torch_device
-        k = data.num_classes
-        n_tr = min(probe_train_per_class, int(torch.bincount(data.y_train).min()))
-        n_te = min(probe_test_per_class, int(torch.bincount(data.y_test).min()))
-        itr = data_mod.balanced_indices(data.y_train, n_tr, cfg.seed + 7)
-        ite = data_mod.balanced_indices(data.y_test, n_te, cfg.seed + 8)
-        codes = make_codes(cfg.pattern_spec(), k, data.channels, data.image_size)
-        ptr_lab = mismatched_labels(data.y_train[itr], k, cfg.seed + 9)  # pattern class independent of content
-        pte_lab = mismatched_labels(data.y_test[ite], k, cfg.seed + 10)
-        sets = dict(probe_train=(data.x_train[itr], data.y_train[itr]), probe_test=(data.x_test[ite], data.y_test[ite]),
-                    pattern_train=(stamp(data.x_train[itr], ptr_lab, codes), ptr_lab),
-                    pattern_test=(stamp(data.x_test[ite], pte_lab, codes), pte_lab))
-
-        def report(model) -> dict:
-            return {"layers": layer_report(model, num_classes=k, probe_epochs=probe_epochs, seed=cfg.seed, **sets)}
-
-        snapshots = []
-        model, _ = pretrained_model(cfg, ctx)
-        ft = cfg.finetune_config()
-        total = max(1, round(ft.epochs * max(1, len(data.x_train) // ft.batch_size)))
-        at = eval_steps(total, n_snapshots + 1)[1:]  # log-spaced after step 0
-        snapshots.append({"model": "pretrained", "step": 0, **report(model)})
-        x, y = patterned_train_set(cfg, data)
-        for rec in train(model, x.to(device), y.to(device), ft, cfg.seed + 1, eval_at=at, eval_fn=report,
-                         desc="finetune pattern (probed)"):
-            snapshots.append({"model": "pattern", **rec})
-        model, _ = pretrained_model(cfg, ctx)
-        for rec in train(model, data.x_train.to(device), data.y_train.to(device), ft, cfg.seed + 1, eval_at=[total],
-                         eval_fn=report, desc="finetune control (probed)"):
-            snapshots.append({"model": "control", **rec})
-        return {"snapshots": snapshots, "total_steps": total, "taps": list(model.tap_names)}
-
-    return _cached(ctx, "representations", params, compute, cfg.seed)
