@@ -113,8 +113,76 @@ class ResultCache:
         return self.save(name, params, result, provenance(seed, time.perf_counter() - start, device))
 
 
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file that is truncated, corrupt, not a checkpoint, or refused by the safe loader."""
+
+
+def plain(value: Any) -> Any:
+    """``value`` as plain numbers, strings, lists and dicts (what ``torch.load(weights_only=True)`` and JSON accept);
+    tensors and numpy scalars become numbers or lists, anything else its ``str``."""
+    if value is None:
+        return None
+    for kind in (bool, int, float, str):  # exact types: subclasses (torch.__version__, numpy.float64) are refused
+        if isinstance(value, kind):
+            return kind.__str__(value) if kind is str else kind(value)
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, torch.Tensor):
+        return value.tolist()
+    if hasattr(value, "item") and callable(value.item):  # numpy scalars
+        try:
+            return plain(value.item())
+        except (TypeError, ValueError):
+            pass
+    return str(value)
+
+
+def checkpoint_bytes(payload: dict) -> bytes:
+    """Serialise a checkpoint ``{"state_dict": {name: tensor}, ...}``: tensors stay tensors, every other entry is
+    stored as plain data, so the file loads with ``weights_only=True``."""
+    import io
+
+    state = payload.get("state_dict")
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError("a checkpoint needs a 'state_dict' mapping names to tensors")
+    safe = {k: plain(v) for k, v in payload.items() if k != "state_dict"}
+    safe["state_dict"] = {str(k): v.detach().cpu() for k, v in state.items()}
+    buf = io.BytesIO()
+    torch.save(safe, buf)
+    return buf.getvalue()
+
+
+def parse_checkpoint(data: bytes, source: str = "<bytes>") -> dict:
+    """Load checkpoint bytes with the safe loader (``weights_only=True``: no pickled code runs). Raises
+    :class:`CorruptCheckpointError` naming ``source`` when they are truncated, corrupt, refused or not a
+    checkpoint."""
+    import io
+
+    from torch.torch_version import TorchVersion
+
+    try:  # TorchVersion (a str) is allowed so that checkpoints written before plain() existed still load
+        with torch.serialization.safe_globals([TorchVersion]):
+            payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises EOFError, RuntimeError, UnpicklingError, ... depending on the damage
+        lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+        why = next((ln for ln in lines if "Unsupported global" in ln), lines[0] if lines else "")
+        raise CorruptCheckpointError(f"checkpoint {source} cannot be loaded safely ({type(err).__name__}: "
+                                     f"{why[:240]}); it is truncated, corrupt or holds more than tensors and "
+                                     f"plain data") from err
+    state = payload.get("state_dict") if isinstance(payload, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CorruptCheckpointError(f"checkpoint {source} is not a checkpoint: expected a dict with a "
+                                     f"'state_dict' of tensors, got {type(payload).__name__}")
+    return payload
+
+
 class CheckpointCache:
-    """State dicts under ``root``, keyed like results; never committed."""
+    """State dicts under ``root``, keyed like results; never committed.
+
+    A checkpoint is ``{"state_dict", "summary", "provenance"}``: tensors plus plain numbers, strings, lists and
+    dicts, loaded with ``weights_only=True`` so that a file in the folder can never run code."""
 
     def __init__(self, root: str | os.PathLike = DEFAULT_CHECKPOINTS):
         self.root = Path(root)
@@ -122,13 +190,39 @@ class CheckpointCache:
     def path(self, name: str, params: dict) -> Path:
         return self.root / f"{name}-{cache_key(name, params)}.pt"
 
-    def load(self, name: str, params: dict) -> dict | None:
+    def load(self, name: str, params: dict, on_corrupt: str = "raise") -> dict | None:
+        """The checkpoint for (name, params), or None on a miss. A file that cannot be loaded safely raises
+        :class:`CorruptCheckpointError` (``on_corrupt="raise"``), or (``"recompute"``) is moved aside to
+        ``<file>.corrupt`` with a warning naming it, and counts as a miss."""
+        if on_corrupt not in ("raise", "recompute"):
+            from .validation import ParameterError
+
+            raise ParameterError(f"on_corrupt={on_corrupt!r} is not allowed; allowed: ['raise', 'recompute']")
+        data = self.read_bytes(name, params)
+        if data is None:
+            return None
         path = self.path(name, params)
-        return torch.load(path, map_location="cpu", weights_only=False) if path.is_file() else None
+        try:
+            return parse_checkpoint(data, str(path))
+        except CorruptCheckpointError as err:
+            if on_corrupt == "raise":
+                raise
+            import warnings
+
+            aside = path.with_name(path.name + ".corrupt")
+            os.replace(path, aside)
+            warnings.warn(f"{err}; moved it to {aside} and will recompute it", RuntimeWarning, stacklevel=2)
+            return None
+
+    def read_bytes(self, name: str, params: dict) -> bytes | None:
+        """The raw file (to ship to another machine), or None on a miss; not checked."""
+        path = self.path(name, params)
+        return path.read_bytes() if path.is_file() else None
+
+    def write_bytes(self, name: str, params: dict, data: bytes) -> None:
+        """Store checkpoint bytes received from elsewhere, atomically, after checking they load safely."""
+        parse_checkpoint(data, f"received for {self.path(name, params)}")
+        atomic_write_bytes(self.path(name, params), data)
 
     def save(self, name: str, params: dict, payload: dict) -> None:
-        import io
-
-        buf = io.BytesIO()
-        torch.save(payload, buf)
-        atomic_write_bytes(self.path(name, params), buf.getvalue())
+        atomic_write_bytes(self.path(name, params), checkpoint_bytes(payload))

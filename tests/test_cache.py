@@ -12,7 +12,7 @@ import torch
 import torchvision
 
 from erosion_utils import __version__, cache
-from erosion_utils.cache import CheckpointCache, ResultCache, cache_key, provenance
+from erosion_utils.cache import CheckpointCache, CorruptCheckpointError, ResultCache, cache_key, provenance
 from erosion_utils.experiments import ErosionConfig, finetune_params
 
 PARAMS = {"a": 1, "b": [1, 2], "c": {"d": "x"}}
@@ -165,7 +165,7 @@ def test_crash_in_compute_writes_nothing(result_cache):
 def test_checkpoint_crash_leaves_nothing(checkpoint_cache, monkeypatch):
     monkeypatch.setattr(cache.os, "replace", _crash_replace)
     with pytest.raises(OSError):
-        checkpoint_cache.save("pretrain", PARAMS, {"w": torch.ones(3)})
+        checkpoint_cache.save("pretrain", PARAMS, {"state_dict": {"w": torch.ones(3)}})
     monkeypatch.undo()
     assert checkpoint_cache.load("pretrain", PARAMS) is None
     assert all_files(checkpoint_cache.root) == []
@@ -245,3 +245,145 @@ def test_default_roots_follow_environment_at_import():
     assert isinstance(cache.DEFAULT_RESULTS, os.PathLike) and isinstance(cache.DEFAULT_CHECKPOINTS, os.PathLike)
     assert ResultCache().root == cache.DEFAULT_RESULTS
     assert CheckpointCache().root == cache.DEFAULT_CHECKPOINTS
+
+
+# --- safe checkpoint loading (weights_only=True) ------------------------------------------------------------------
+
+class _WritesMarker:
+    """A pickled object whose unpickling writes a file: what an attacker would drop into the checkpoint folder."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def _payload(seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten(),
+                              torch.nn.Linear(4 * 30 * 30, 10))
+    net(torch.randn(2, 3, 32, 32))  # moves the BatchNorm running statistics and counter
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    state["half"] = torch.randn(5).to(torch.bfloat16)
+    return {"state_dict": state, "summary": {"train_accuracy": 0.998, "epochs": 20, "reached_target": False,
+                                             "note": None},
+            "provenance": {"git_commit": "abc", "git_dirty": False, "device": "cpu", "wall_time_s": 1.25}}
+
+
+def test_checkpoint_round_trips_bit_identically(checkpoint_cache):
+    payload = _payload()
+    checkpoint_cache.save("pretrain", PARAMS, payload)
+    path = checkpoint_cache.path("pretrain", PARAMS)
+    loaded = checkpoint_cache.load("pretrain", PARAMS)
+    assert loaded["summary"] == payload["summary"] and loaded["provenance"] == payload["provenance"]
+    assert list(loaded["state_dict"]) == list(payload["state_dict"])
+    for k, v in payload["state_dict"].items():
+        got = loaded["state_dict"][k]
+        assert got.dtype == v.dtype and got.shape == v.shape
+        assert got.view(-1).view(torch.uint8).tolist() == v.reshape(-1).view(torch.uint8).tolist(), k  # every bit
+    torch.load(path, map_location="cpu", weights_only=True)  # the file itself is what the safe loader accepts
+
+
+def test_provenance_as_written_by_the_package_loads_safely(checkpoint_cache):
+    payload = {**_payload(), "provenance": provenance(seed=0, wall_time_s=1.0, device="cpu")}
+    assert type(payload["provenance"]["torch"]) is not str  # torch.__version__ is a str subclass the loader refuses
+    checkpoint_cache.save("pretrain", PARAMS, payload)
+    loaded = checkpoint_cache.load("pretrain", PARAMS)
+    assert loaded["provenance"] == json.loads(json.dumps(payload["provenance"]))
+    assert type(loaded["provenance"]["torch"]) is str
+
+
+def test_summary_types_the_safe_loader_refuses_are_stored_as_plain_data(checkpoint_cache):
+    import numpy as np
+
+    payload = _payload()
+    payload["summary"] = {"acc": np.float32(0.5), "epochs": np.int64(3), "shape": (1, 2), "t": torch.tensor(0.25),
+                          "when": dt.date(2026, 1, 2)}
+    checkpoint_cache.save("pretrain", PARAMS, payload)
+    loaded = torch.load(checkpoint_cache.path("pretrain", PARAMS), map_location="cpu", weights_only=True)
+    assert loaded["summary"] == {"acc": 0.5, "epochs": 3, "shape": [1, 2], "t": 0.25, "when": "2026-01-02"}
+    assert type(loaded["summary"]["acc"]) is float and type(loaded["summary"]["epochs"]) is int
+
+
+def test_checkpoint_that_runs_code_on_load_is_refused_and_never_runs(checkpoint_cache, tmp_path):
+    marker = tmp_path / "pwned"
+    path = checkpoint_cache.path("pretrain", PARAMS)
+    path.parent.mkdir(parents=True)
+    evil = _payload()
+    evil["summary"] = _WritesMarker(marker)
+    torch.save(evil, path)
+    with pytest.raises(CorruptCheckpointError, match=str(path)):
+        checkpoint_cache.load("pretrain", PARAMS)
+    assert not marker.exists()
+    with pytest.warns(RuntimeWarning, match=str(path)):
+        assert checkpoint_cache.load("pretrain", PARAMS, on_corrupt="recompute") is None
+    assert not marker.exists()
+    assert not path.exists() and path.with_name(path.name + ".corrupt").is_file()
+    with pytest.raises(CorruptCheckpointError):  # bytes received from elsewhere are checked the same way
+        checkpoint_cache.write_bytes("pretrain", PARAMS, path.with_name(path.name + ".corrupt").read_bytes())
+    assert not marker.exists() and not path.exists()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty", "garbage", "not a checkpoint", "no tensors"])
+def test_damaged_checkpoint_raises_an_error_naming_the_file(damage, checkpoint_cache):
+    checkpoint_cache.save("pretrain", PARAMS, _payload())
+    path = checkpoint_cache.path("pretrain", PARAMS)
+    good = path.read_bytes()
+    other = io.BytesIO()
+    torch.save([1, 2, 3] if damage == "not a checkpoint" else {"state_dict": {"w": [1.0]}}, other)
+    path.write_bytes({"truncated": good[:len(good) // 2], "empty": b"", "garbage": b"\x00not a zip" * 10,
+                      "not a checkpoint": other.getvalue(), "no tensors": other.getvalue()}[damage])
+    with pytest.raises(CorruptCheckpointError, match=str(path)) as err:
+        checkpoint_cache.load("pretrain", PARAMS)
+    assert isinstance(err.value, ValueError)
+    assert path.is_file()  # "raise" leaves the file where it is
+
+
+def test_on_corrupt_must_be_an_allowed_value(checkpoint_cache):
+    from erosion_utils.validation import ParameterError
+
+    with pytest.raises(ParameterError, match="recompute"):
+        checkpoint_cache.load("pretrain", PARAMS, on_corrupt="ignore")
+
+
+def test_checkpoint_bytes_travel_between_caches(checkpoint_cache, tmp_path):
+    checkpoint_cache.save("pretrain", PARAMS, _payload())
+    data = checkpoint_cache.read_bytes("pretrain", PARAMS)
+    other = CheckpointCache(tmp_path / "elsewhere")
+    assert other.read_bytes("pretrain", PARAMS) is None
+    other.write_bytes("pretrain", PARAMS, data)
+    assert other.path("pretrain", PARAMS).read_bytes() == data
+
+
+def test_truncated_pretrain_checkpoint_is_recomputed_not_a_crash(cifar10_slice_npz, tmp_path):
+    """End to end: a pretraining whose checkpoint was cut short is trained again and rewritten atomically."""
+    from erosion_utils import profiles
+    from erosion_utils.experiments import Context, pretrained_model
+
+    ctx = Context(device="cpu", results=ResultCache(tmp_path / "results"),
+                  checkpoints=CheckpointCache(tmp_path / "checkpoints"), data_root=str(cifar10_slice_npz))
+    cfg = replace(profiles.resolve("erosion", "smoke").config, arch="mlp")
+    first, _ = pretrained_model(cfg, ctx)
+    path = ctx.checkpoints.path("pretrain", cfg.pretrain_params())
+    good = path.read_bytes()
+    path.write_bytes(good[:len(good) // 3])
+    with pytest.warns(RuntimeWarning, match="will recompute"):
+        again, summary = pretrained_model(cfg, ctx)
+    assert path.with_name(path.name + ".corrupt").read_bytes() == good[:len(good) // 3]
+    reloaded = ctx.checkpoints.load("pretrain", cfg.pretrain_params())  # a valid checkpoint again
+    assert reloaded["summary"] == summary
+    for k, v in first.state_dict().items():  # CPU training is deterministic: the same weights come back
+        assert torch.equal(again.state_dict()[k], v) and torch.equal(reloaded["state_dict"][k], v)
+    assert [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []  # no temporary file left
+
+
+def test_checkpoint_written_by_the_previous_version_still_loads(checkpoint_cache):
+    """Before plain() the provenance held torch.__version__ as saved; the safe loader accepts that one class."""
+    payload = {**_payload(), "provenance": provenance(seed=0, wall_time_s=1.0, device="cpu")}
+    path = checkpoint_cache.path("pretrain", PARAMS)
+    path.parent.mkdir(parents=True)
+    torch.save(payload, path)
+    loaded = checkpoint_cache.load("pretrain", PARAMS)
+    assert loaded["provenance"]["torch"] == torch.__version__
+    assert torch.equal(loaded["state_dict"]["half"], payload["state_dict"]["half"])

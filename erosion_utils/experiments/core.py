@@ -171,7 +171,7 @@ def pretrained_model(cfg: ErosionConfig, ctx: Context) -> tuple[torch.nn.Module,
     data = load_data(cfg, ctx)
     device = ctx.torch_device
     model = new_model(cfg, data).to(device)
-    saved = ctx.checkpoints.load("pretrain", params)
+    saved = ctx.checkpoints.load("pretrain", params, on_corrupt="recompute")
     if saved is not None:
         model.load_state_dict(saved["state_dict"])
         if ctx.results.load("pretrain", params) is None:
