@@ -1,7 +1,9 @@
 """CIFAR-sized models built from torchvision's parts, each with named taps for probing.
 
 Every model returned by :func:`build_model` has ``model.tap_names``: the names of the submodules, from input to
-output, whose outputs are the layer representations that the probes read (``model.get_submodule(name)``).
+output, whose outputs are the layer representations that the probes read (``model.get_submodule(name)``), and
+``model.stage_names`` / ``model.head_names``: the submodules of each stage (input to output) and of the classifier,
+which the fine-tuning mitigations freeze or train alone.
 """
 from __future__ import annotations
 
@@ -39,6 +41,9 @@ class CifarVGG(nn.Module):
                 nn.init.zeros_(m.bias)
         self.tap_names = [f"features.{i}" for i, m in enumerate(self.features) if isinstance(m, nn.ReLU)]
         self.tap_names.append("flatten")
+        pools = [i for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
+        self.stage_names = [[f"features.{i}" for i in range(lo + 1, hi + 1)] for lo, hi in zip([-1] + pools, pools)]
+        self.head_names = ["classifier"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.flatten(self.features(x)))
@@ -66,6 +71,8 @@ class CifarResNet(tv_resnet.ResNet):
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)
         self.tap_names = ["relu"] + [f"layer{i}.{j}" for i, n in enumerate(layers, 1) for j in range(n)] + ["avgpool"]
+        self.stage_names = [["conv1", "bn1"]] + [[f"layer{i}"] for i in range(1, len(layers) + 1)]
+        self.head_names = ["fc"]
 
 
 class MLP(nn.Module):
@@ -81,9 +88,18 @@ class MLP(nn.Module):
         self.hidden = nn.Sequential(*blocks)
         self.classifier = nn.Linear(d, num_classes)
         self.tap_names = [f"hidden.{i}" for i in range(depth)]
+        self.stage_names = [[f"hidden.{i}"] for i in range(depth)]
+        self.head_names = ["classifier"]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.hidden(self.flatten(x)))
+
+
+def num_stages(arch: str, mlp_depth: int = 4) -> int:
+    """How many stages :func:`build_model` gives ``arch`` (ResNet: stem and 4 layers; VGG: 5 conv blocks; MLP: its
+    hidden blocks), without building it."""
+    check_choice("arch", arch, ARCHS)
+    return mlp_depth if arch == "mlp" else 5
 
 
 def build_model(arch: str, num_classes: int = 10, width: float = 1.0, in_channels: int = 3, image_size: int = 32,

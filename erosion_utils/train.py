@@ -30,9 +30,11 @@ class TrainConfig:
     schedule: str = "constant"
     nesterov: bool = True
     augment: bool = False
+    warmup_epochs: float = 0.0  # linear warm-up of the learning rate from 0, then the schedule
 
     def validate(self, prefix: str = "") -> "TrainConfig":
         check_number(f"{prefix}epochs", self.epochs, low=0, low_inclusive=False)
+        check_number(f"{prefix}warmup_epochs", self.warmup_epochs, low=0, high=self.epochs, high_inclusive=False)
         check_number(f"{prefix}lr", self.lr, low=0, low_inclusive=False)
         check_number(f"{prefix}momentum", self.momentum, low=0, high=1, high_inclusive=False)
         check_number(f"{prefix}weight_decay", self.weight_decay, low=0)
@@ -51,9 +53,12 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def lr_factor(step: int, total: int, schedule: str) -> float:
+def lr_factor(step: int, total: int, schedule: str, warmup_steps: int = 0) -> float:
     """Learning-rate multiplier at ``step`` of ``total``: constant, step (x0.1 at 50% and 75%), cosine or
-    one-cycle (linear warm-up over the first 15%, then linear decay to 0)."""
+    one-cycle (linear warm-up over the first 15%, then linear decay to 0). With ``warmup_steps`` > 0 the factor is
+    first scaled by a linear ramp, (step + 1) / warmup_steps, which reaches 1 at the last warm-up step."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps * lr_factor(step, total, schedule)
     t = step / max(total, 1)
     if schedule == "constant":
         return 1.0
@@ -89,6 +94,8 @@ def with_normalization(model: nn.Module, mean: list[float], std: list[float]) ->
     wrapped.add_module("norm", Normalize(mean, std))
     wrapped.add_module("net", model)
     wrapped.tap_names = [f"net.{n}" for n in model.tap_names]
+    wrapped.stage_names = [[f"net.{n}" for n in stage] for stage in getattr(model, "stage_names", [])]
+    wrapped.head_names = [f"net.{n}" for n in getattr(model, "head_names", [])]
     return wrapped
 
 
@@ -137,25 +144,101 @@ def _progress_disabled() -> bool:
     return os.environ.get("EROSION_PROGRESS", "1") == "0"
 
 
+@dataclass
+class Constraints:
+    """What fine-tuning may change, beyond the optimiser settings (all off by default).
+
+    - ``frozen``: submodule names whose parameters stay fixed and whose batch-norm statistics are not updated;
+    - ``head`` and ``head_only_steps``: for the first steps only the classifier (``head``) trains, the rest of the
+      network is fixed as in ``frozen`` (LP-FT, Kumar et al. 2022);
+    - ``anchor`` and ``l2sp_alpha``: the penalty alpha/2 * ||theta - theta_0||^2 towards ``anchor`` (parameter name ->
+      tensor) on every non-head parameter, which then gets no plain weight decay (L2-SP, Li et al. 2018);
+    - ``erase_prob`` and ``erase_size``: each training image, with this probability, gets one random corner square of
+      this size overwritten with uniform noise.
+    """
+
+    frozen: tuple[str, ...] = ()
+    head: tuple[str, ...] = ()
+    head_only_steps: int = 0
+    anchor: dict[str, torch.Tensor] | None = None
+    l2sp_alpha: float = 0.0
+    erase_prob: float = 0.0
+    erase_size: int = 0
+
+
+def _under(name: str, prefixes) -> bool:
+    return any(name == p or name.startswith(p + ".") for p in prefixes)
+
+
+def l2sp_penalty(model: nn.Module, anchor: dict[str, torch.Tensor], alpha: float) -> torch.Tensor:
+    """alpha/2 * sum ||theta - theta_0||^2 over the parameters named in ``anchor``."""
+    params = dict(model.named_parameters())
+    total = sum(((params[n] - ref.to(params[n].device)) ** 2).sum() for n, ref in anchor.items())
+    return 0.5 * alpha * total
+
+
+def erase_corners(x: torch.Tensor, prob: float, size: int, gen: torch.Generator) -> torch.Tensor:
+    """A copy of uint8 images ``x`` (N, C, H, W) in which each image, with probability ``prob``, has one of its four
+    corner squares of ``size`` pixels (chosen at random) overwritten with uniform noise."""
+    n, c, h, w = x.shape
+    hit = torch.rand(n, generator=gen) < prob
+    corner = torch.randint(0, 4, (n,), generator=gen)
+    noise = torch.randint(0, 256, (n, c, size, size), generator=gen, dtype=torch.uint8)
+    out = x.clone()
+    for i in torch.nonzero(hit).flatten().tolist():
+        r = 0 if corner[i] < 2 else h - size
+        q = 0 if corner[i] % 2 == 0 else w - size
+        out[i, :, r:r + size, q:q + size] = noise[i].to(x.device)
+    return out
+
+
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, seed: int,
           eval_at: list[int] | None = None, eval_fn: Callable[[nn.Module], dict] | None = None,
-          desc: str = "train") -> list[dict]:
+          desc: str = "train", constraints: Constraints | None = None) -> list[dict]:
     """Train ``model`` (which takes uint8 images) with SGD on (x, y), both already on the model's device.
 
     Calls ``eval_fn(model)`` after each step in ``eval_at`` (step 0 = before training) and returns one record per
     evaluation: step, epoch, the mean training loss since the previous record, and what ``eval_fn`` returned.
+    ``constraints`` (see :class:`Constraints`) freeze parts of the network, train the head alone first, add L2-SP or
+    erase corners; the network's ``requires_grad`` flags are restored on return.
     """
     cfg.validate()
+    con = constraints or Constraints()
     device = next(model.parameters()).device
     if device.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     n = len(x)
     steps_per_epoch = max(1, n // cfg.batch_size)  # drop the last partial batch
     total = max(1, round(cfg.epochs * steps_per_epoch))
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
     eval_at = sorted(set(eval_at or [])) if eval_fn else []
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+    named = list(model.named_parameters())
+    was_trainable = {name: p.requires_grad for name, p in named}
+    for name, p in named:
+        if _under(name, con.frozen):
+            p.requires_grad_(False)
+    anchored = set(con.anchor or {}) if con.l2sp_alpha > 0 else set()
+    plain = [p for name, p in named if name not in anchored]
+    groups = [{"params": plain}] + ([{"params": [p for name, p in named if name in anchored], "weight_decay": 0.0}]
+                                    if anchored else [])
+    opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                           nesterov=cfg.nesterov and cfg.momentum > 0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg.schedule))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg.schedule, warmup))
+
+    def fixed_modules(step: int) -> list[str]:
+        """Modules held fixed (no gradient, batch-norm statistics frozen) at ``step``."""
+        if step < con.head_only_steps:
+            return [m for m, _ in model.named_modules() if m and not _under(m, con.head)
+                    and not any(_under(h, [m]) for h in con.head)]
+        return list(con.frozen)
+
+    def set_train_mode(step: int) -> None:
+        model.train()
+        fixed = fixed_modules(step)
+        for m in fixed:
+            model.get_submodule(m).eval()
+        for name, p in named:
+            p.requires_grad_(was_trainable[name] and not _under(name, fixed))
     gen = torch.Generator().manual_seed(seed)
     records: list[dict] = []
     loss_sum = torch.zeros((), device=device)
@@ -171,7 +254,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
 
     if 0 in eval_at:
         record(0)
-    model.train()
+    set_train_mode(0)
     step = 0
     bar = tqdm(total=total, desc=desc, leave=False, disable=_progress_disabled(), mininterval=2.0)
     while step < total:
@@ -181,14 +264,19 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
                 break
             idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
             xb, yb = x[idx], y[idx]
+            if step == con.head_only_steps and step > 0:
+                set_train_mode(step)
+            if con.erase_prob > 0:
+                xb = erase_corners(xb, con.erase_prob, con.erase_size, gen)
             if cfg.augment:
                 xb = _augment(xb, gen)
             if device.type == "cuda":
                 xb = xb.contiguous(memory_format=torch.channels_last)
             with _autocast(device):
                 loss = F.cross_entropy(model(xb), yb)
+            objective = loss + l2sp_penalty(model, con.anchor, con.l2sp_alpha) if anchored else loss
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            objective.backward()
             opt.step()
             sched.step()
             loss_sum += loss.detach().float()
@@ -197,8 +285,10 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
             bar.update(1)
             if step in eval_at:
                 record(step)
-                model.train()
+                set_train_mode(step)
     bar.close()
+    for name, p in named:
+        p.requires_grad_(was_trainable[name])
     return records
 
 

@@ -1,6 +1,7 @@
 """Parameter checks that fail early, naming the parameter and what it may be."""
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable
 
 
@@ -22,6 +23,8 @@ def check_number(name: str, value: Any, *, low: float | None = None, high: float
     if isinstance(value, bool) or not isinstance(value, kinds):
         kind = "an integer" if integer else "a number"
         raise ParameterError(f"{name}={value!r} must be {kind}{_interval(low, high, low_inclusive, high_inclusive)}")
+    if not math.isfinite(value):
+        raise ParameterError(f"{name}={value!r} must be a finite number{_interval(low, high, low_inclusive, high_inclusive)}")
     too_low = low is not None and (value < low if low_inclusive else value <= low)
     too_high = high is not None and (value > high if high_inclusive else value >= high)
     if too_low or too_high:

@@ -9,15 +9,17 @@ import dataclasses
 import functools
 import os
 import time
+import warnings
 from dataclasses import dataclass, field, fields, replace
+from typing import Callable
 
 import torch
 
 from .. import data as data_mod
 from ..cache import DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, CheckpointCache, ResultCache, provenance
-from ..models import ARCHS, build_model
+from ..models import ARCHS, build_model, num_stages
 from ..patterns import PatternSpec, make_codes, patched_mask, stamp, test_views
-from ..train import SCHEDULES, TrainConfig, accuracy, eval_steps, predict, resolve_device, train, \
+from ..train import SCHEDULES, Constraints, TrainConfig, accuracy, eval_steps, predict, resolve_device, train, \
     train_until_perfect, with_normalization
 from ..validation import ParameterError, check_choice, check_number
 
@@ -25,6 +27,10 @@ PRETRAIN_FIELDS = ("dataset", "train_per_class", "test_per_class", "arch", "widt
                    "pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "pretrain_weight_decay",
                    "pretrain_schedule", "pretrain_extra_epochs", "augment", "seed")
 PATTERN_FIELDS = ("pattern", "pattern_size", "corner", "fraction", "pattern_seed")
+# Fields added after results were committed: they enter a cache key only when they differ from these defaults, so
+# every existing configuration keeps its key (tests/test_cache_keys.py checks every committed result).
+LATER_FIELDS = {"finetune_warmup_epochs": 0.0, "freeze_stages": 0, "head_only_epochs": 0.0, "l2sp_alpha": 0.0,
+                "erase_corners": 0.0}
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,11 @@ class ErosionConfig:
     finetune_schedule: str = "constant"
     n_evals: int = 30
     seed: int = 0
+    finetune_warmup_epochs: float = 0.0  # linear warm-up from 0 to the fine-tuning rate
+    freeze_stages: int = 0  # mitigation: freeze the first k stages (parameters and batch-norm statistics)
+    head_only_epochs: float = 0.0  # mitigation (LP-FT): train only the classifier for this many epochs first
+    l2sp_alpha: float = 0.0  # mitigation (L2-SP): alpha/2 ||theta - theta_0||^2 instead of weight decay on the backbone
+    erase_corners: float = 0.0  # mitigation: probability of overwriting a random corner square with noise
 
     def validate(self) -> "ErosionConfig":
         check_choice("dataset", self.dataset, data_mod.DATASETS)
@@ -76,6 +87,15 @@ class ErosionConfig:
         check_number("n_evals", self.n_evals, low=2, integer=True)
         check_number("seed", self.seed, low=0, integer=True)
         check_number("pattern_seed", self.pattern_seed, low=0, integer=True)
+        check_number("finetune_warmup_epochs", self.finetune_warmup_epochs, low=0, high=self.finetune_epochs,
+                     high_inclusive=False)
+        stages = num_stages(self.arch, self.mlp_depth)
+        check_number(f"freeze_stages (the {self.arch} has {stages} stages)", self.freeze_stages, low=0, high=stages,
+                     integer=True)
+        check_number("head_only_epochs", self.head_only_epochs, low=0, high=self.finetune_epochs,
+                     high_inclusive=False)
+        check_number("l2sp_alpha", self.l2sp_alpha, low=0)
+        check_number("erase_corners", self.erase_corners, low=0, high=1)
         return self
 
     def pretrain_config(self) -> TrainConfig:
@@ -85,13 +105,30 @@ class ErosionConfig:
     def finetune_config(self) -> TrainConfig:
         return TrainConfig(self.finetune_epochs, self.finetune_lr, self.finetune_momentum,
                            self.finetune_weight_decay, self.finetune_batch_size, self.finetune_schedule, True,
-                           self.augment)
+                           self.augment, self.finetune_warmup_epochs)
+
+    def constraints(self, model: torch.nn.Module, steps_per_epoch: int) -> Constraints:
+        """The mitigations of this configuration for ``model`` (built by :func:`new_model`, at its pretrained
+        weights, which L2-SP anchors to)."""
+        head = tuple(model.head_names)
+        anchor = None
+        if self.l2sp_alpha > 0:
+            anchor = {n: p.detach().clone() for n, p in model.named_parameters()
+                      if not any(n.startswith(h + ".") for h in head)}
+        return Constraints(frozen=tuple(m for stage in model.stage_names[:self.freeze_stages] for m in stage),
+                           head=head, head_only_steps=round(self.head_only_epochs * steps_per_epoch),
+                           anchor=anchor, l2sp_alpha=self.l2sp_alpha, erase_prob=self.erase_corners,
+                           erase_size=self.pattern_size)
 
     def pattern_spec(self) -> PatternSpec:
         return PatternSpec(self.pattern, self.pattern_size, self.corner, self.fraction, self.pattern_seed)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def key_dict(self) -> dict:
+        """:meth:`as_dict` without the later fields that are at their defaults: the parameters a cache key hashes."""
+        return {k: v for k, v in self.as_dict().items() if k not in LATER_FIELDS or v != LATER_FIELDS[k]}
 
     def pretrain_params(self) -> dict:
         return {k: getattr(self, k) for k in PRETRAIN_FIELDS}
@@ -185,7 +222,13 @@ def pretrained_model(cfg: ErosionConfig, ctx: Context) -> tuple[torch.nn.Module,
                                   cfg.seed, extra_epochs=cfg.pretrain_extra_epochs, desc=f"pretrain {cfg.arch}")
     summary["test_accuracy"] = accuracy(model, data.x_test.to(device), data.y_test)
     prov = provenance(cfg.seed, time.perf_counter() - start, device)
-    ctx.results.save("pretrain", params, summary, prov)
+    committed = ctx.results.load("pretrain", params)
+    if committed is None:
+        ctx.results.save("pretrain", params, summary, prov)
+    elif committed["result"] != summary:  # keep the committed entry and its provenance; say that this run differs
+        warnings.warn(f"recomputed pretraining {ctx.results.path('pretrain', params).name} differs from the cached "
+                      f"entry ({summary} here, {committed['result']} cached on {committed['provenance']['device']}); "
+                      f"the cached entry is kept", stacklevel=2)
     ctx.checkpoints.save("pretrain", params, {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
                                               "summary": summary, "provenance": prov})
     return model, summary
@@ -197,17 +240,36 @@ def eval_views(cfg: ErosionConfig, data: data_mod.ImageData, device: torch.devic
     return {k: (x.to(device), y.to(device)) for k, (x, y) in views.items()}
 
 
-def make_evaluator(views: dict, y_true: torch.Tensor):
-    """Metrics of one model on the three test views (see :func:`erosion_utils.patterns.test_views`)."""
+def weight_stats(model: torch.nn.Module, reference: dict[str, torch.Tensor]) -> dict:
+    """``weight_distance`` = ||theta - theta_0|| / ||theta_0|| over the parameters in ``reference`` (theta_0), and
+    ``weight_norm`` = ||theta||."""
+    params = dict(model.named_parameters())
+    diff = sum(float(((params[n].detach().float() - r.float()) ** 2).sum()) for n, r in reference.items())
+    ref = sum(float((r.float() ** 2).sum()) for r in reference.values())
+    norm = sum(float((params[n].detach().float() ** 2).sum()) for n in reference)
+    return {"weight_distance": (diff / ref) ** 0.5 if ref > 0 else 0.0, "weight_norm": norm ** 0.5}
+
+
+def snapshot_weights(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A detached copy of the model's parameters (the reference theta_0 of :func:`weight_stats`)."""
+    return {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def make_evaluator(views: dict, y_true: torch.Tensor, reference: dict[str, torch.Tensor] | None = None):
+    """Metrics of one model on the three test views (see :func:`erosion_utils.patterns.test_views`), and, given the
+    pretrained weights as ``reference``, the weight diagnostics of :func:`weight_stats`."""
 
     def evaluate(model: torch.nn.Module) -> dict:
         clean = predict(model, views["clean"][0])
         matched = predict(model, views["matched"][0])
         mism = predict(model, views["mismatched"][0])
-        return {"clean_acc": (clean == y_true).float().mean().item(),
-                "matched_acc": (matched == y_true).float().mean().item(),
-                "mismatched_acc": (mism == y_true).float().mean().item(),
-                "follow_rate": (mism == views["mismatched"][1]).float().mean().item()}
+        out = {"clean_acc": (clean == y_true).float().mean().item(),
+               "matched_acc": (matched == y_true).float().mean().item(),
+               "mismatched_acc": (mism == y_true).float().mean().item(),
+               "follow_rate": (mism == views["mismatched"][1]).float().mean().item()}
+        if reference is not None:
+            out.update(weight_stats(model, reference))
+        return out
 
     return evaluate
 
@@ -219,8 +281,37 @@ def patterned_train_set(cfg: ErosionConfig, data: data_mod.ImageData) -> tuple[t
     return stamp(data.x_train, data.y_train, codes, where), data.y_train
 
 
+# name of a cached result -> function from its stored parameters to the parameters the current code would hash for
+# the same configuration (chapter modules register theirs); tests/test_cache_keys.py checks every committed result
+KEY_PARAMS: dict[str, Callable[[dict], dict]] = {}
+
+
+def split_config(params: dict) -> tuple[ErosionConfig, dict]:
+    """The :class:`ErosionConfig` inside stored parameters, and the remaining (experiment-specific) parameters."""
+    names = {f.name for f in fields(ErosionConfig)}
+    return (ErosionConfig(**{k: v for k, v in params.items() if k in names}),
+            {k: v for k, v in params.items() if k not in names})
+
+
+def current_key_params(name: str, params: dict) -> dict:
+    """The parameters the current code hashes for the configuration stored in a cached result's ``params``."""
+    if name not in KEY_PARAMS:
+        raise KeyError(f"no key rule for cached results named {name!r}; known: {sorted(KEY_PARAMS)}")
+    return KEY_PARAMS[name](params)
+
+
 def finetune_params(cfg: ErosionConfig, patterned: bool) -> dict:
-    return {**cfg.as_dict(), "patterned": patterned}
+    return {**cfg.key_dict(), "patterned": patterned}
+
+
+def _with_extras(params: dict) -> dict:
+    cfg, extra = split_config(params)
+    return {**cfg.key_dict(), **extra}
+
+
+KEY_PARAMS["finetune"] = _with_extras
+KEY_PARAMS["pretrain"] = lambda params: split_config(params)[0].pretrain_params()
+KEY_PARAMS["representations"] = _with_extras
 
 
 def finetune_run(cfg: ErosionConfig, patterned: bool, ctx: Context) -> dict:
@@ -235,11 +326,13 @@ def finetune_run(cfg: ErosionConfig, patterned: bool, ctx: Context) -> dict:
         x, y = patterned_train_set(cfg, data) if patterned else (data.x_train, data.y_train)
         views = eval_views(cfg, data, device)
         ft = cfg.finetune_config()
-        total = max(1, round(ft.epochs * max(1, len(x) // ft.batch_size)))
+        per_epoch = max(1, len(x) // ft.batch_size)
+        total = max(1, round(ft.epochs * per_epoch))
         records = train(model, x.to(device), y.to(device), ft, cfg.seed + 1, eval_at=eval_steps(total, cfg.n_evals),
-                        eval_fn=make_evaluator(views, views["clean"][1]),
-                        desc=f"finetune {'pattern' if patterned else 'control'}")
-        return {"records": records, "total_steps": total, "steps_per_epoch": max(1, len(x) // ft.batch_size)}
+                        eval_fn=make_evaluator(views, views["clean"][1], snapshot_weights(model)),
+                        desc=f"finetune {'pattern' if patterned else 'control'}",
+                        constraints=cfg.constraints(model, per_epoch))
+        return {"records": records, "total_steps": total, "steps_per_epoch": per_epoch}
 
     return _cached(ctx, "finetune", finetune_params(cfg, patterned), compute, cfg.seed)
 

@@ -29,7 +29,7 @@ def representation_experiment(cfg: ErosionConfig, ctx: Context, n_snapshots: int
     check_number("probe_train_per_class", probe_train_per_class, low=1, integer=True)
     check_number("probe_test_per_class", probe_test_per_class, low=1, integer=True)
     check_number("probe_epochs", probe_epochs, low=1, integer=True)
-    params = {**cfg.as_dict(), "n_snapshots": n_snapshots, "probe_train_per_class": probe_train_per_class,
+    params = {**cfg.key_dict(), "n_snapshots": n_snapshots, "probe_train_per_class": probe_train_per_class,
               "probe_test_per_class": probe_test_per_class, "probe_epochs": probe_epochs}
 
     def compute() -> dict:
@@ -53,16 +53,17 @@ def representation_experiment(cfg: ErosionConfig, ctx: Context, n_snapshots: int
         snapshots = []
         model, _ = pretrained_model(cfg, ctx)
         ft = cfg.finetune_config()
-        total = max(1, round(ft.epochs * max(1, len(data.x_train) // ft.batch_size)))
+        per_epoch = max(1, len(data.x_train) // ft.batch_size)
+        total = max(1, round(ft.epochs * per_epoch))
         at = eval_steps(total, n_snapshots + 1)[1:]  # log-spaced after step 0
         snapshots.append({"model": "pretrained", "step": 0, **report(model)})
         x, y = patterned_train_set(cfg, data)
         for rec in train(model, x.to(device), y.to(device), ft, cfg.seed + 1, eval_at=at, eval_fn=report,
-                         desc="finetune pattern (probed)"):
+                         desc="finetune pattern (probed)", constraints=cfg.constraints(model, per_epoch)):
             snapshots.append({"model": "pattern", **rec})
         model, _ = pretrained_model(cfg, ctx)
         for rec in train(model, data.x_train.to(device), data.y_train.to(device), ft, cfg.seed + 1, eval_at=[total],
-                         eval_fn=report, desc="finetune control (probed)"):
+                         eval_fn=report, desc="finetune control (probed)", constraints=cfg.constraints(model, per_epoch)):
             snapshots.append({"model": "control", **rec})
         return {"snapshots": snapshots, "total_steps": total, "taps": list(model.tap_names)}
 
