@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 export OMP_WAIT_POLICY ?= PASSIVE
 export EROSION_PROGRESS ?= 1
 
-.PHONY: book test venv browser clean
+.PHONY: book test venv browser fashion-mnist clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -20,10 +20,14 @@ venv: $(STAMP)
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
 
+# Debian's Fashion-MNIST (IDX files in /usr/share/datasets/fashion-mnist) for the dataset test (skipped when present)
+fashion-mnist:
+	@test -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist; }
+
 book: $(STAMP)
 	$(PY) -m erosion_utils book
 
-test: $(STAMP) browser
+test: $(STAMP) browser fashion-mnist
 	EROSION_PROGRESS=0 $(PY) -m pytest -q tests
 
 clean:
