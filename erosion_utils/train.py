@@ -198,7 +198,8 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
     """Train ``model`` (which takes uint8 images) with SGD on (x, y), both already on the model's device.
 
     Calls ``eval_fn(model)`` after each step in ``eval_at`` (step 0 = before training) and returns one record per
-    evaluation: step, epoch, the mean training loss since the previous record, and what ``eval_fn`` returned.
+    evaluation: step, epoch, the mean and the largest batch training loss since the previous record, and what
+    ``eval_fn`` returned.
     ``constraints`` (see :class:`Constraints`) freeze parts of the network, train the head alone first, add L2-SP or
     erase corners; the network's ``requires_grad`` flags are restored on return.
     """
@@ -242,15 +243,17 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
     gen = torch.Generator().manual_seed(seed)
     records: list[dict] = []
     loss_sum = torch.zeros((), device=device)
+    loss_max = torch.zeros((), device=device)
     loss_count = 0
 
     def record(step: int) -> None:
-        nonlocal loss_sum, loss_count
+        nonlocal loss_sum, loss_max, loss_count
         rec = {"step": step, "epoch": step / steps_per_epoch,
-               "train_loss": (loss_sum / loss_count).item() if loss_count else float("nan")}
+               "train_loss": (loss_sum / loss_count).item() if loss_count else float("nan"),
+               "train_loss_max": loss_max.item() if loss_count else float("nan")}
         rec.update(eval_fn(model))
         records.append(rec)
-        loss_sum, loss_count = torch.zeros((), device=device), 0
+        loss_sum, loss_max, loss_count = torch.zeros((), device=device), torch.zeros((), device=device), 0
 
     if 0 in eval_at:
         record(0)
@@ -280,6 +283,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
             opt.step()
             sched.step()
             loss_sum += loss.detach().float()
+            loss_max = torch.maximum(loss_max, loss.detach().float())
             loss_count += 1
             step += 1
             bar.update(1)

@@ -104,11 +104,12 @@ def test_train_records_have_documented_keys():
     records, _ = run(train_seed=0, eval_at=(8, 0, 3, 3, 1, 50))  # unsorted, duplicated, and past the end
     assert [r["step"] for r in records] == [0, 1, 3, 8]  # 64 images / 16 = 4 steps per epoch, 2 epochs
     for r in records:
-        assert set(r) == {"step", "epoch", "train_loss", "acc"}
+        assert set(r) == {"step", "epoch", "train_loss", "train_loss_max", "acc"}
         assert r["epoch"] == r["step"] / 4
         assert 0.0 <= r["acc"] <= 1.0
     assert math.isnan(records[0]["train_loss"]), "no training loss before the first step"
     assert all(r["train_loss"] > 0 for r in records[1:])
+    assert all(r["train_loss_max"] >= r["train_loss"] for r in records[1:]), "the largest batch loss bounds the mean"
 
 
 def test_train_without_eval_fn_returns_no_records():

@@ -1,0 +1,137 @@
+"""When and why erosion happens: the phase map (learning rate x batch size), its two controls (same steps, same
+noise scale), weight decay, warm-up and long stable runs. Every run is a pattern run and its clean control from the
+same pretrained weights, cached like every other fine-tuning run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .. import data as data_mod
+from ..validation import ParameterError, check_number
+from .core import CacheMissError, Context, ErosionConfig, finetune_run, pretrain_summary
+
+GROUPS = ("map", "same_steps", "same_noise", "weight_decay", "warmup", "duration")
+GROUP_TITLES = {"map": "phase map (fixed epochs)", "same_steps": "same steps as the reference batch",
+                "same_noise": "same lr/batch (linear scaling)", "weight_decay": "weight decay",
+                "warmup": "warm-up", "duration": "long stable runs"}
+
+# per profile: changes to the base configuration, and the chapter's grids (the reference batch is the profile's
+# fine-tuning batch size; the eroding rate and the stable rates are chosen per profile, see the chapter)
+PROFILE_CONFIG = {"smoke": dict(n_evals=4), "cpu": dict(n_evals=8), "paper": dict(n_evals=16)}
+PROFILE_EXTRAS = {
+    "smoke": dict(seeds=[0], map_lrs=[0.01, 0.1], map_batch_sizes=[16, 32], control_lrs=[0.1], wd_lrs=[0.1],
+                  weight_decays=[0.0, 5e-4], eroding_lr=0.1, warmups=[0.0, 0.5], long_lrs=[0.01], long_epochs=2.0),
+    "cpu": dict(seeds=[0, 1, 2], map_lrs=[0.003, 0.01, 0.03, 0.1, 0.2], map_batch_sizes=[32, 64, 128],
+                control_lrs=[0.03, 0.1, 0.2], wd_lrs=[0.03, 0.1], weight_decays=[0.0, 5e-4, 5e-3], eroding_lr=0.1,
+                warmups=[0.0, 0.25, 1.0, 2.0], long_lrs=[0.01, 0.03], long_epochs=9.0),
+    "paper": dict(seeds=[0, 1, 2], map_lrs=[0.003, 0.01, 0.03, 0.1, 0.2], map_batch_sizes=[64, 128, 256, 512],
+                  control_lrs=[0.03, 0.1, 0.2], wd_lrs=[0.03, 0.1], weight_decays=[0.0, 5e-4, 5e-3], eroding_lr=0.1,
+                  warmups=[0.0, 0.25, 1.0, 2.0], long_lrs=[0.01, 0.03], long_epochs=30.0),
+}
+TRAIN_SIZE = {"cifar10": 50000, "cifar100": 50000, "fashion_mnist": 60000}
+
+
+def _numbers(name: str, values, integer: bool = False, low: float = 0, low_inclusive: bool = False) -> list:
+    if not isinstance(values, (list, tuple)) or not values:
+        raise ParameterError(f"{name}={values!r} must be a non-empty list of numbers, e.g. {name}=[0.01, 0.1]")
+    for v in values:
+        check_number(f"{name} item", v, low=low, low_inclusive=low_inclusive, integer=integer)
+    return list(values)
+
+
+def validate_extras(extras: dict, config: ErosionConfig) -> None:
+    """Fail before any training on an empty or non-numeric grid, or a warm-up not shorter than the run."""
+    for name in ("map_lrs", "control_lrs", "wd_lrs"):
+        _numbers(name, extras[name])
+    _numbers("map_batch_sizes", extras["map_batch_sizes"], integer=True)
+    _numbers("weight_decays", extras["weight_decays"], low_inclusive=True)
+    _numbers("long_lrs", extras["long_lrs"])
+    check_number("eroding_lr", extras["eroding_lr"], low=0, low_inclusive=False)
+    check_number("long_epochs", extras["long_epochs"], low=0, low_inclusive=False)
+    for w in _numbers("warmups", extras["warmups"], low_inclusive=True):
+        check_number("warmups item", w, low=0, high=config.finetune_epochs, high_inclusive=False)
+
+
+def train_size(cfg: ErosionConfig) -> int:
+    """Number of fine-tuning images of ``cfg`` (without loading the data)."""
+    if cfg.train_per_class is not None:
+        return cfg.train_per_class * data_mod.NUM_CLASSES[cfg.dataset]
+    return TRAIN_SIZE[cfg.dataset]
+
+
+def steps_of(cfg: ErosionConfig) -> int:
+    """Optimiser steps of the fine-tuning run of ``cfg`` (as :func:`erosion_utils.train.train` counts them)."""
+    per_epoch = max(1, train_size(cfg) // cfg.finetune_batch_size)
+    return max(1, round(cfg.finetune_epochs * per_epoch))
+
+
+def epochs_for_steps(cfg: ErosionConfig, steps: int) -> float:
+    """Epochs that give ``cfg`` exactly ``steps`` optimiser steps at its batch size."""
+    return round(steps / max(1, train_size(cfg) // cfg.finetune_batch_size), 9)
+
+
+@dataclass(frozen=True)
+class MechanismRun:
+    """One configuration of the chapter and the groups (figures) it belongs to."""
+
+    groups: tuple[str, ...]
+    config: ErosionConfig
+
+
+def mechanism_runs(base: ErosionConfig, extras: dict) -> list[MechanismRun]:
+    """Every configuration of the chapter, most informative first (the map at the first seed, the controls, the
+    warm-up, weight decay and long runs, then the other seeds); a configuration shared by several groups appears
+    once, with all its groups. Each is validated."""
+    ref_batch = base.finetune_batch_size
+    planned: dict[ErosionConfig, list[str]] = {}
+
+    def add(group: str, cfg: ErosionConfig) -> None:
+        planned.setdefault(cfg.validate(), [])
+        if group not in planned[cfg]:
+            planned[cfg].append(group)
+
+    for seed in extras["seeds"]:
+        s = replace(base, seed=seed)
+        for lr in extras["map_lrs"]:
+            for b in extras["map_batch_sizes"]:
+                add("map", replace(s, finetune_lr=lr, finetune_batch_size=b))
+        ref_steps = steps_of(s)
+        for lr in extras["control_lrs"]:
+            add("same_steps", replace(s, finetune_lr=lr))
+            add("same_noise", replace(s, finetune_lr=lr))
+            for b in extras["map_batch_sizes"]:
+                if b == ref_batch:
+                    continue
+                at_b = replace(s, finetune_lr=lr, finetune_batch_size=b)
+                add("same_steps", replace(at_b, finetune_epochs=epochs_for_steps(at_b, ref_steps)))
+                add("same_noise", replace(at_b, finetune_lr=round(lr * b / ref_batch, 9)))
+        for w in extras["warmups"]:
+            add("warmup", replace(s, finetune_lr=extras["eroding_lr"], finetune_warmup_epochs=w))
+        for lr in extras["wd_lrs"]:
+            for wd in extras["weight_decays"]:
+                add("weight_decay", replace(s, finetune_lr=lr, finetune_weight_decay=wd))
+        for lr in extras["long_lrs"]:
+            add("duration", replace(s, finetune_lr=lr))
+            add("duration", replace(s, finetune_lr=lr, finetune_epochs=extras["long_epochs"]))
+    return [MechanismRun(tuple(groups), cfg) for cfg, groups in planned.items()]
+
+
+def mechanism_experiment(base: ErosionConfig, extras: dict, ctx: Context) -> list[dict]:
+    """Each configuration's pattern run and control, with its groups; with ``ctx.compute`` off, configurations whose
+    results are not cached come back with ``"missing": True``."""
+    rows = []
+    for run in mechanism_runs(base, extras):
+        row = {"groups": list(run.groups), "config": run.config.as_dict(), "seed": run.config.seed}
+        try:
+            row.update(pattern=finetune_run(run.config, True, ctx), control=finetune_run(run.config, False, ctx),
+                       pretrain=pretrain_summary(run.config, ctx))
+        except CacheMissError:
+            row["missing"] = True
+        rows.append(row)
+    return rows
+
+
+def compute_mechanism_run(ctx: Context, cfg: ErosionConfig) -> None:
+    """One unit of work: the pattern run and the control of ``cfg`` (cached)."""
+    finetune_run(cfg, True, ctx)
+    finetune_run(cfg, False, ctx)
