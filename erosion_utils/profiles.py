@@ -4,11 +4,14 @@ validated configuration: :func:`resolve`.
 - ``smoke``: seconds on CPU, for tests;
 - ``cpu``: minutes on a laptop CPU, still shows the effect;
 - ``paper``: the full-scale reconstructed protocol, for a GPU.
-Explicit parameters (not ``None``) override the profile.
+Explicit parameters (not ``None``) override the profile. A list-, number- or bool-valued parameter given as text (as
+papermill's ``-p`` gives ``[0, 1]``) is read as YAML, like ``python -m erosion_utils run -p``.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+
+import yaml
 
 from .experiments import ErosionConfig, breadth_variants
 from .validation import ParameterError, check_choice, check_keys, check_number
@@ -112,9 +115,55 @@ def defaults(experiment: str, profile: str) -> dict:
     return {k: merged[k] for k in parameter_names(experiment)}
 
 
+def _papermill_hint(name: str, example: str) -> str:
+    return (f"; papermill's -p passes text, read as YAML: -p {name} '{example}', "
+            f"or use -y '{name}: {example}' or -f params.yaml")
+
+
+def _yaml(value) -> str:
+    return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
+
+
+def parse_value(text: str):
+    """Typed value of a parameter given as text: YAML (0.1 is a float, [0, 1] a list, null is None), exactly as
+    ``python -m erosion_utils run -p key=value`` reads its values."""
+    return yaml.safe_load(text)
+
+
+def _kind(value) -> str | None:
+    if isinstance(value, bool):
+        return "bool"
+    if isinstance(value, (int, float)):
+        return "number"
+    if isinstance(value, (list, tuple)):
+        return "list"
+    return "str" if isinstance(value, str) else None
+
+
+def _typed(experiment: str, name: str, value):
+    """``value``, read as YAML when it is text for a parameter whose profile values are lists, numbers or bools;
+    fails, naming papermill's ``-y`` and ``-f``, when the text is not YAML of that kind."""
+    if not isinstance(value, str):
+        return value
+    examples = [defaults(experiment, p)[name] for p in PROFILES]
+    kinds = {_kind(v) for v in examples} - {None}
+    if len(kinds) != 1 or kinds == {"str"}:
+        return value
+    kind = kinds.pop()
+    example = next(v for v in examples if v is not None)
+    try:
+        parsed = parse_value(value)
+    except yaml.YAMLError:
+        raise ParameterError(f"{name}={value!r} is not valid YAML" + _papermill_hint(name, _yaml(example))) from None
+    if parsed is not None and _kind(parsed) != kind:
+        raise ParameterError(f"{name}={value!r} must be a {kind}, e.g. {name}={_yaml(example)}"
+                             + _papermill_hint(name, _yaml(example)))
+    return parsed
+
+
 def _check_list(name: str, value, item_check) -> list:
     if not isinstance(value, (list, tuple)):
-        raise ParameterError(f"{name}={value!r} must be a list, e.g. {name}=[...]")
+        raise ParameterError(f"{name}={value!r} must be a list, e.g. {name}=[...]" + _papermill_hint(name, "[...]"))
     for v in value:
         item_check(v)
     return list(value)
@@ -130,8 +179,10 @@ def resolve(experiment: str, profile: str = "cpu", **overrides) -> Resolved:
     """Profile defaults, overridden by the given (non-None) parameters, validated before any training."""
     check_choice("experiment", experiment, EXPERIMENTS)
     check_choice("profile", profile, PROFILES)
-    given = {k: v for k, v in overrides.items() if v is not None}
-    check_keys(f"parameters for {experiment}", given, parameter_names(experiment))
+    check_keys(f"parameters for {experiment}", [k for k, v in overrides.items() if v is not None],
+               parameter_names(experiment))
+    given = {k: _typed(experiment, k, v) for k, v in overrides.items() if v is not None}
+    given = {k: v for k, v in given.items() if v is not None}  # text "null" is None too: the profile's value
     cfg_values = {**_BASE[profile], **_CONFIG.get(experiment, {}).get(profile, {})}
     extras = dict(_EXTRAS[experiment][profile])
     for k, v in given.items():

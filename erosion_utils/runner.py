@@ -46,12 +46,14 @@ def _parameters_source(path: Path) -> str:
 
 
 def notebook_parameters(name: str) -> dict:
-    """The literal defaults of the notebook's ``parameters`` cell."""
+    """The literal defaults of the notebook's ``parameters`` cell (``name = value`` or ``name: "Type" = value``)."""
     tree = ast.parse(_parameters_source(notebook_path(name)))
     params = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             params[node.targets[0].id] = ast.literal_eval(node.value)
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            params[node.target.id] = ast.literal_eval(node.value)
     return params
 
 

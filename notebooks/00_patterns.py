@@ -34,12 +34,13 @@
 # the content predicts the true class; a network that reads the pattern predicts the pattern's class.
 
 # %% tags=["parameters", "remove-cell"]
-profile = "cpu"
-seed = None
-dataset = None
-pattern_size = None
-corner = None
-n_images = None
+# papermill parameters; None: the profile's value (python -m erosion_utils params 00_patterns --profile cpu)
+profile: "str" = "cpu"  # smoke (seconds, for tests), cpu (minutes on a CPU) or paper (full scale, for a GPU)
+seed: "Optional[int]" = None  # seed choosing the example images and mismatched patterns; None: the profile's value
+dataset: "Optional[str]" = None  # cifar10, cifar100 or fashion_mnist; None: the profile's value
+pattern_size: "Optional[int]" = None  # side of the pattern in pixels, 1 to 32; None: the profile's value
+corner: "Optional[str]" = None  # top_left, top_right, bottom_left or bottom_right; None: the profile's value
+n_images: "Optional[int]" = None  # example images shown; None: the profile's value
 
 # %% tags=["hide-input"]
 import time

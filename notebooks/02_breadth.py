@@ -24,32 +24,33 @@
 # run) and the **follow rate** (the share of mismatched test images whose prediction is the pattern's class).
 
 # %% tags=["parameters", "remove-cell"]
-profile = "cpu"
-seed = None
-supplement_profile = None
-around_lrs = None
-archs = None
-patterns = None
-pattern_sizes = None
-fractions = None
-datasets = None
-finetune_lrs = None
-finetune_weight_decays = None
-dataset = None
-arch = None
-width = None
-train_per_class = None
-test_per_class = None
-pretrain_epochs = None
-pretrain_lr = None
-pattern = None
-pattern_size = None
-corner = None
-fraction = None
-finetune_epochs = None
-finetune_weight_decay = None
-finetune_batch_size = None
-n_evals = None
+# papermill parameters; None: the profile's value (python -m erosion_utils params 02_breadth --profile cpu)
+profile: "str" = "cpu"  # smoke (seconds, for tests), cpu (minutes on a CPU) or paper (full scale, for a GPU)
+seed: "Optional[int]" = None  # seed of the run (weights, batch order, patched images); None: the profile's value
+supplement_profile: "Optional[str]" = None  # profile of a supplement computing every setting; None: the profile's value
+around_lrs: "Optional[list[float]]" = None  # fine-tuning rates each factor is varied around; None: the profile's value
+archs: "Optional[list[str]]" = None  # architectures compared, see arch; None: the profile's value
+patterns: "Optional[list[str]]" = None  # patterns compared, see pattern; None: the profile's value
+pattern_sizes: "Optional[list[int]]" = None  # pattern sizes compared; None: the profile's value
+fractions: "Optional[list[float]]" = None  # patterned fractions compared; None: the profile's value
+datasets: "Optional[list[str]]" = None  # datasets compared besides the base one; None: the profile's value
+finetune_lrs: "Optional[list[float]]" = None  # fine-tuning rates, a grid with weight decays; None: the profile's value
+finetune_weight_decays: "Optional[list[float]]" = None  # decays, grid with finetune_lrs; None: the profile's value
+dataset: "Optional[str]" = None  # cifar10, cifar100 or fashion_mnist; None: the profile's value
+arch: "Optional[str]" = None  # vgg11, vgg16, vgg19, resnet18, resnet34 or mlp; None: the profile's value
+width: "Optional[float]" = None  # channel-width multiplier, 1.0 is the standard network; None: the profile's value
+train_per_class: "Optional[int]" = None  # training images per class (the paper profile: all); None: the profile's value
+test_per_class: "Optional[int]" = None  # test images per class (the paper profile: all); None: the profile's value
+pretrain_epochs: "Optional[float]" = None  # epochs of clean pretraining; None: the profile's value
+pretrain_lr: "Optional[float]" = None  # peak learning rate of pretraining; None: the profile's value
+pattern: "Optional[str]" = None  # the class-coded pattern: colour, position or noise; None: the profile's value
+pattern_size: "Optional[int]" = None  # side of the pattern in pixels, 1 to 32; None: the profile's value
+corner: "Optional[str]" = None  # top_left, top_right, bottom_left or bottom_right; None: the profile's value
+fraction: "Optional[float]" = None  # share of fine-tuning images with the pattern, in (0, 1]; None: the profile's value
+finetune_epochs: "Optional[float]" = None  # epochs of fine-tuning; None: the profile's value
+finetune_weight_decay: "Optional[float]" = None  # weight decay of fine-tuning; None: the profile's value
+finetune_batch_size: "Optional[int]" = None  # batch size of fine-tuning; None: the profile's value
+n_evals: "Optional[int]" = None  # test-set evaluations along fine-tuning, at least 2; None: the profile's value
 
 # %% tags=["hide-input"]
 import matplotlib.pyplot as plt

@@ -29,28 +29,29 @@
 # the end of fine-tuning, for each fine-tuning learning rate.
 
 # %% tags=["parameters", "remove-cell"]
-profile = "cpu"
-seed = None
-finetune_lrs = None
-n_snapshots = None
-probe_train_per_class = None
-probe_test_per_class = None
-probe_epochs = None
-dataset = None
-arch = None
-width = None
-train_per_class = None
-test_per_class = None
-pretrain_epochs = None
-pretrain_lr = None
-pattern = None
-pattern_size = None
-corner = None
-fraction = None
-finetune_epochs = None
-finetune_weight_decay = None
-finetune_batch_size = None
-n_evals = None
+# papermill parameters; None: the profile's value (python -m erosion_utils params 03_representations --profile cpu)
+profile: "str" = "cpu"  # smoke (seconds, for tests), cpu (minutes on a CPU) or paper (full scale, for a GPU)
+seed: "Optional[int]" = None  # seed of the run (weights, batch order, patched images); None: the profile's value
+finetune_lrs: "Optional[list[float]]" = None  # fine-tuning learning rates, one run each; None: the profile's value
+n_snapshots: "Optional[int]" = None  # checkpoints probed along fine-tuning, at least 2; None: the profile's value
+probe_train_per_class: "Optional[int]" = None  # images per class training each linear probe; None: the profile's value
+probe_test_per_class: "Optional[int]" = None  # images per class testing each linear probe; None: the profile's value
+probe_epochs: "Optional[int]" = None  # epochs of probe training; None: the profile's value
+dataset: "Optional[str]" = None  # cifar10, cifar100 or fashion_mnist; None: the profile's value
+arch: "Optional[str]" = None  # vgg11, vgg16, vgg19, resnet18, resnet34 or mlp; None: the profile's value
+width: "Optional[float]" = None  # channel-width multiplier, 1.0 is the standard network; None: the profile's value
+train_per_class: "Optional[int]" = None  # training images per class (the paper profile: all); None: the profile's value
+test_per_class: "Optional[int]" = None  # test images per class (the paper profile: all); None: the profile's value
+pretrain_epochs: "Optional[float]" = None  # epochs of clean pretraining; None: the profile's value
+pretrain_lr: "Optional[float]" = None  # peak learning rate of pretraining; None: the profile's value
+pattern: "Optional[str]" = None  # the class-coded pattern: colour, position or noise; None: the profile's value
+pattern_size: "Optional[int]" = None  # side of the pattern in pixels, 1 to 32; None: the profile's value
+corner: "Optional[str]" = None  # top_left, top_right, bottom_left or bottom_right; None: the profile's value
+fraction: "Optional[float]" = None  # share of fine-tuning images with the pattern, in (0, 1]; None: the profile's value
+finetune_epochs: "Optional[float]" = None  # epochs of fine-tuning; None: the profile's value
+finetune_weight_decay: "Optional[float]" = None  # weight decay of fine-tuning; None: the profile's value
+finetune_batch_size: "Optional[int]" = None  # batch size of fine-tuning; None: the profile's value
+n_evals: "Optional[int]" = None  # test-set evaluations along fine-tuning, at least 2; None: the profile's value
 
 # %% tags=["hide-input"]
 from IPython.display import Markdown, display

@@ -19,7 +19,7 @@
 # computed from the cached results, with the profile's default parameters for every chapter.
 
 # %% tags=["parameters", "remove-cell"]
-profile = "cpu"
+profile: "str" = "cpu"  # smoke (seconds, for tests), cpu (minutes on a CPU) or paper (full scale, for a GPU)
 
 # %% tags=["hide-input"]
 from IPython.display import Markdown, display

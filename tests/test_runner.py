@@ -70,10 +70,13 @@ def test_one_parameters_cell_of_literals_with_profile(name):
     tree = ast.parse(cell.source)
     names = []
     for node in tree.body:
-        assert isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name), \
+        # NAME: "Type" = literal  # help (papermill's --help-notebook form; tests/test_papermill.py) or NAME = literal
+        target = node.target if isinstance(node, ast.AnnAssign) and node.value is not None else \
+            node.targets[0] if isinstance(node, ast.Assign) and len(node.targets) == 1 else None
+        assert isinstance(target, ast.Name), \
             f"{name}: parameters cell holds a statement other than NAME = literal: {ast.unparse(node)}"
         ast.literal_eval(node.value)  # raises on anything but a literal
-        names.append(node.targets[0].id)
+        names.append(target.id)
     assert len(names) == len(set(names)), f"{name}: a parameter is assigned twice"
     assert "profile" in names
 
