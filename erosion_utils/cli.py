@@ -48,15 +48,19 @@ def _params(args) -> int:
 
 def _paper(args) -> int:
     from .cache import CheckpointCache, ResultCache
+    from .executors import make_executor
     from .experiments import Context
     from .paper import run_paper
 
+    executor = make_executor(args.executor, args.workers, args.address, args.gpus_per_unit, args.max_retries)
     ctx = Context(device=args.device, results=ResultCache(args.results), checkpoints=CheckpointCache(args.checkpoints),
                   data_root=args.data)
-    report = run_paper(ctx, args.budget_s, Path(args.out), args.profile)
-    done = sum(u["status"] == "done" for u in report["units"])
-    print(f"paper run: {done}/{len(report['units'])} units done in {report['total_s']} s")
-    return 0 if all(u["status"] != "failed" for u in report["units"]) else 1
+    report = run_paper(ctx, args.budget_s, Path(args.out), args.profile, executor=executor)
+    count = {s: sum(u["status"] == s for u in report["units"]) for s in ("done", "failed", "skipped")}
+    cached = sum(bool(u.get("cached")) for u in report["units"])
+    print(f"paper run ({args.executor}): {count['done'] - cached} computed, {cached} cached, {count['skipped']} "
+          f"skipped, {count['failed']} failed, of {len(report['units'])} units in {report['total_s']} s")
+    return 0 if count["failed"] == 0 else 1
 
 
 def _bench(args) -> int:
@@ -99,6 +103,14 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--data", default=None, help="dataset folder (default: $EROSION_DATA, then the usual places)")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     g.add_argument("--profile", default="paper", choices=["smoke", "cpu", "paper"])
+    g.add_argument("--executor", default="local", choices=["local", "workers", "ray"],
+                   help="local: in this process; workers: N processes sharing this machine's GPU; ray: a Ray cluster")
+    g.add_argument("--workers", type=int, default=None,
+                   help="worker processes (default: one per two CPU cores, at most one per 4 GiB of GPU memory, <= 8)")
+    g.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
+    g.add_argument("--gpus-per-unit", type=float, default=None,
+                   help="GPUs per Ray task (0.25: four units share a GPU; default 1; CPU-only clusters use CPUs)")
+    g.add_argument("--max-retries", type=int, default=2, help="Ray: retries of a unit after a lost worker or an error")
     g.set_defaults(func=_paper)
     n = sub.add_parser("bench", help="time our training loop against a naive torchvision DataLoader loop")
     n.add_argument("--arch", default="resnet18")

@@ -11,14 +11,39 @@ import torch
 from erosion_utils.bench import run_bench
 from erosion_utils.data import ImageData
 from erosion_utils.experiments import Context
+from erosion_utils import paper
 from erosion_utils.paper import paper_units, run_paper
 
 
-def test_paper_units_cover_every_profile_result_in_priority_order(cpu_context):
-    names = [name for name, _, _ in paper_units(cpu_context, "smoke")]
-    assert names[0] == "erosion lr=0.01 pattern seed 0"
+def test_paper_units_cover_every_profile_result_in_priority_order():
+    units = paper_units("smoke")
+    names = [u.name for u in units]
+    pretrain = [u for u in units if u.stage == 0]
+    assert pretrain == units[:len(pretrain)] and {u.kind for u in pretrain} == {"pretrain"}
+    assert {u.checkpoint[1]["arch"] for u in pretrain} == {"resnet18", "mlp"}  # the breadth sweep adds the mlp
+    rest = units[len(pretrain):]
+    assert rest[0].name == "erosion lr=0.01 pattern seed 0"
     assert names.index("representations lr=0.1") < min(i for i, n in enumerate(names) if n.startswith("breadth"))
     assert len(names) == len(set(names))
+    for u in rest:  # every unit names the pretraining it reads, and that pretraining is listed first
+        assert u.stage == 1 and len(u.needs) == 1 and u.needs[0] in pretrain
+        assert u.needs[0].checkpoint[1] == u.args[0].pretrain_params()
+
+
+def test_paper_units_keep_the_committed_order_and_content():
+    """Erosion (first seed), representations, other seeds, breadth: as before, so a budget spends time the same way;
+    the chapters that landed later follow."""
+    names = [u.name for u in paper_units("paper") if u.stage == 1]
+    builders = paper._chapter_builders()
+    assert builders[:2] == [paper.erosion_units, paper.breadth_units]
+    later = [u.name for build in builders[2:] for u in build("paper")]
+    assert names[len(names) - len(later):] == later
+    names = names[:len(names) - len(later)]
+    assert names[:4] == [f"erosion lr={lr} {k} seed 0" for lr in (0.01, 0.1) for k in ("pattern", "control")]
+    assert names[4:6] == ["representations lr=0.01", "representations lr=0.1"]
+    assert names[6:14] == [f"erosion lr={lr} {k} seed {s}" for s in (1, 2) for lr in (0.01, 0.1)
+                           for k in ("pattern", "control")]
+    assert all(n.startswith("breadth ") for n in names[14:]) and len(names) == 66
 
 
 def test_zero_budget_skips_everything_but_still_reports(cpu_context, tmp_path):
@@ -37,7 +62,11 @@ def test_smoke_paper_run_caches_every_unit_and_packs_them(cpu_context, tmp_path)
     on_disk = {f"results/{p.relative_to(cpu_context.results.root)}" for p in cpu_context.results.root.rglob("*.json")}
     assert packed == on_disk and any("representations/" in n for n in packed)
     again = run_paper(cpu_context, 600.0, tmp_path / "out2", "smoke", log=lambda _: None)  # resumes: all cached
-    assert sum(u["seconds"] for u in again["units"]) < 5.0
+    assert sum(u["seconds"] for u in again["units"]) == 0.0
+    assert all(u.get("cached") for u in again["units"] if u["kind"] != "pretrain")
+    assert all(u["status"] == "skipped" and "not needed" in u["error"]  # nothing needs the pretrained weights
+               for u in again["units"] if u["kind"] == "pretrain")
+    assert len(report["units"]) == len(again["units"]) == len(paper_units("smoke"))
 
 
 def test_bench_reports_both_loops():
