@@ -16,6 +16,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# the optional Ray extra, which the executor tests need (the default install does not)
+CLUSTER := $(VENV)/.installed-cluster
+$(CLUSTER): $(STAMP)
+	$(PY) -m pip install -q -e '.[dev,cluster]'
+	touch $(CLUSTER)
+
 # Debian's Chromium for the browser test (skipped when it is already installed)
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium; }
@@ -27,7 +33,7 @@ fashion-mnist:
 book: $(STAMP)
 	$(PY) -m erosion_utils book
 
-test: $(STAMP) browser fashion-mnist
+test: $(CLUSTER) browser fashion-mnist
 	EROSION_PROGRESS=0 $(PY) -m pytest -q tests
 
 clean:
