@@ -17,12 +17,13 @@ GROUP_TITLES = {"map": "phase map (fixed epochs)", "same_steps": "same steps as 
 
 # per profile: changes to the base configuration, and the chapter's grids (the reference batch is the profile's
 # fine-tuning batch size; the eroding rate and the stable rates are chosen per profile, see the chapter)
-PROFILE_CONFIG = {"smoke": dict(n_evals=4), "cpu": dict(n_evals=8), "paper": dict(n_evals=16)}
+# (cpu: half the erosion chapter's test images and fewer evaluations, so ~100 pattern/control pairs fit the CPU budget)
+PROFILE_CONFIG = {"smoke": dict(n_evals=4), "cpu": dict(test_per_class=50, n_evals=7), "paper": dict(n_evals=16)}
 PROFILE_EXTRAS = {
     "smoke": dict(seeds=[0], map_lrs=[0.01, 0.1], map_batch_sizes=[16, 32], control_lrs=[0.1], wd_lrs=[0.1],
                   weight_decays=[0.0, 5e-4], eroding_lr=0.1, warmups=[0.0, 0.5], long_lrs=[0.01], long_epochs=2.0),
     "cpu": dict(seeds=[0, 1, 2], map_lrs=[0.003, 0.01, 0.03, 0.1, 0.2], map_batch_sizes=[32, 64, 128],
-                control_lrs=[0.03, 0.1, 0.2], wd_lrs=[0.03, 0.1], weight_decays=[0.0, 5e-4, 5e-3], eroding_lr=0.1,
+                control_lrs=[0.03, 0.1], wd_lrs=[0.03, 0.1], weight_decays=[0.0, 5e-4, 5e-3], eroding_lr=0.1,
                 warmups=[0.0, 0.25, 1.0, 2.0], long_lrs=[0.01, 0.03], long_epochs=9.0),
     "paper": dict(seeds=[0, 1, 2], map_lrs=[0.003, 0.01, 0.03, 0.1, 0.2], map_batch_sizes=[64, 128, 256, 512],
                   control_lrs=[0.03, 0.1, 0.2], wd_lrs=[0.03, 0.1], weight_decays=[0.0, 5e-4, 5e-3], eroding_lr=0.1,
@@ -135,3 +136,25 @@ def compute_mechanism_run(ctx: Context, cfg: ErosionConfig) -> None:
     """One unit of work: the pattern run and the control of ``cfg`` (cached)."""
     finetune_run(cfg, True, ctx)
     finetune_run(cfg, False, ctx)
+
+
+def paper_units(profile: str = "paper") -> list:
+    """The chapter's work for ``python -m erosion_utils paper``: one unit per configuration (pattern run and control),
+    in :func:`mechanism_runs` order (every group at the first seed, then the other seeds)."""
+    from ..executors import experiment_unit
+    from ..profiles import resolve
+
+    r = resolve("mechanism", profile)
+    units = []
+    for run in mechanism_runs(r.config, r.extras):
+        c = run.config
+        label = (f"mechanism {'/'.join(run.groups)}: lr={c.finetune_lr:g} batch={c.finetune_batch_size} "
+                 f"epochs={c.finetune_epochs:g} warmup={c.finetune_warmup_epochs:g} wd={c.finetune_weight_decay:g} "
+                 f"seed {c.seed}")
+        units.append(experiment_unit(label, "finetune", compute_mechanism_pair, c))
+    return units
+
+
+def compute_mechanism_pair(cfg: ErosionConfig, ctx: Context) -> None:
+    """:func:`compute_mechanism_run` with the experiment-function signature the executors call."""
+    compute_mechanism_run(ctx, cfg)
