@@ -7,6 +7,10 @@ import numpy as np
 import pandas as pd
 
 METRICS = ("clean_acc", "matched_acc", "mismatched_acc", "follow_rate", "train_loss")
+# the columns of :func:`run_summary`, present in every summary frame even when no run has results
+SUMMARY_COLUMNS = ("clean_start", "clean_pattern", "clean_control", "erosion", "drop_from_start", "matched_start",
+                   "follow_start", "matched_pattern", "mismatched_pattern", "follow_pattern", "follow_control",
+                   "min_clean_pattern", "min_clean_control", "steps_to_erosion", "total_steps")
 
 
 def trajectory_frame(runs: list[dict]) -> pd.DataFrame:
@@ -16,7 +20,7 @@ def trajectory_frame(runs: list[dict]) -> pd.DataFrame:
         for condition in ("pattern", "control"):
             for rec in run[condition]["result"]["records"]:
                 rows.append({"seed": run["seed"], "finetune_lr": run["finetune_lr"], "condition": condition, **rec})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=None if rows else ["seed", "finetune_lr", "condition", "step", *METRICS])
 
 
 def run_summary(pattern: dict, control: dict, threshold: float = 0.5) -> dict:
@@ -39,8 +43,9 @@ def run_summary(pattern: dict, control: dict, threshold: float = 0.5) -> dict:
 
 def summary_frame(runs: list[dict]) -> pd.DataFrame:
     """:func:`run_summary` for every (seed, learning rate) of an erosion experiment."""
-    return pd.DataFrame([{"seed": r["seed"], "finetune_lr": r["finetune_lr"], **run_summary(r["pattern"], r["control"])}
-                         for r in runs])
+    rows = [{"seed": r["seed"], "finetune_lr": r["finetune_lr"], **run_summary(r["pattern"], r["control"])}
+            for r in runs]
+    return pd.DataFrame(rows, columns=None if rows else ["seed", "finetune_lr", *SUMMARY_COLUMNS])
 
 
 def mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
@@ -59,7 +64,7 @@ def mean_ci(values, level: float = 0.95) -> tuple[float, float, float]:
 
 def seed_table(summary: pd.DataFrame, columns=("clean_start", "clean_pattern", "clean_control", "erosion",
                                               "follow_start", "follow_pattern", "matched_start",
-                                              "matched_pattern")) -> pd.DataFrame:
+                                              "matched_pattern", "min_clean_control")) -> pd.DataFrame:
     """Mean and 95% CI over seeds of each column, per fine-tuning learning rate."""
     rows = []
     for lr, group in summary.groupby("finetune_lr"):
@@ -67,7 +72,17 @@ def seed_table(summary: pd.DataFrame, columns=("clean_start", "clean_pattern", "
             m, lo, hi = mean_ci(group[col])
             rows.append({"finetune_lr": lr, "quantity": col, "mean": m, "ci_low": lo, "ci_high": hi,
                          "seeds": len(group)})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=["finetune_lr", "quantity", "mean", "ci_low", "ci_high", "seeds"])
+
+
+def rate_stats(seeds: pd.DataFrame) -> dict[float, dict[str, dict]]:
+    """:func:`seed_table` as ``{lr: {quantity: {"mean", "ci_low", "ci_high", "seeds"}}}``, rates ascending."""
+    out: dict[float, dict[str, dict]] = {}
+    for _, row in seeds.sort_values("finetune_lr", kind="stable").iterrows():
+        out.setdefault(float(row.finetune_lr), {})[row.quantity] = {
+            "mean": float(row["mean"]), "ci_low": float(row.ci_low), "ci_high": float(row.ci_high),
+            "seeds": int(row.seeds)}
+    return out
 
 
 def variant_label(cfg: dict) -> str:
@@ -102,14 +117,22 @@ def breadth_frame(rows: list[dict]) -> pd.DataFrame:
             base.update(run_summary(row["pattern"], row["control"]))
             base["wall_time_s"] = row["pattern"]["provenance"]["wall_time_s"]
         out.append(base)
-    return pd.DataFrame(out)
+    frame = pd.DataFrame(out, columns=None if out else ["factor", "setting", "label", "missing", "arch", "dataset",
+                                                         "pattern", "pattern_size", "fraction", "finetune_lr",
+                                                         "finetune_weight_decay"])
+    for col in (*SUMMARY_COLUMNS, "wall_time_s"):  # present even when every setting is missing
+        if col not in frame:
+            frame[col] = float("nan")
+    frame["missing"] = frame["missing"].astype(bool)
+    return frame
 
 
 def breadth_count_sentence(frame: pd.DataFrame, threshold: float) -> str:
     """How many breadth settings have results, and how many of those erode by more than ``threshold``."""
     done = frame[~frame.missing]
-    return (f"Of {len(frame)} settings, {len(done)} have results; erosion above {threshold} appears in "
-            f"{int((done.erosion > threshold).sum())}.")
+    settings = "1 setting" if len(frame) == 1 else f"{len(frame)} settings"
+    return (f"Of {settings}, {len(done)} {'has' if len(done) == 1 else 'have'} results; "
+            f"erosion above {threshold:g} appears in {int((done.erosion > threshold).sum())}.")
 
 
 def layers_frame(entries: list[dict]) -> pd.DataFrame:
@@ -123,15 +146,23 @@ def layers_frame(entries: list[dict]) -> pd.DataFrame:
             for layer in snap["layers"]:
                 rows.append({"finetune_lr": lr, "snapshot": name, "model": snap["model"], "step": snap["step"],
                              **layer})
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=None if rows else [
+        "finetune_lr", "snapshot", "model", "step", "layer", "depth", "relative_depth", "dim", "probe_accuracy",
+        "rank", "pattern_probe_accuracy"])
 
 
 def layer_erosion(layers: pd.DataFrame) -> pd.DataFrame:
     """Per learning rate and layer: final pattern-run minus final control probe accuracy and rank."""
     final = layers[(layers.snapshot.isin(["pattern", "control"]))]
+    if final.empty:
+        return pd.DataFrame(columns=["finetune_lr", "depth", "relative_depth", "layer", "probe_accuracy_control",
+                                     "probe_accuracy_pattern", "rank_control", "rank_pattern", "probe_drop",
+                                     "rank_ratio"])
     wide = final.pivot_table(index=["finetune_lr", "depth", "relative_depth", "layer"], columns="snapshot",
                              values=["probe_accuracy", "rank"]).reset_index()
     wide.columns = ["_".join(c).strip("_") for c in wide.columns]
+    for col in ("rank_control", "rank_pattern"):  # one value per cell: a count
+        wide[col] = wide[col].round().astype(int)
     wide["probe_drop"] = wide["probe_accuracy_control"] - wide["probe_accuracy_pattern"]
     wide["rank_ratio"] = wide["rank_pattern"] / wide["rank_control"]
     return wide
@@ -145,4 +176,5 @@ def provenance_frame(entries: list[dict]) -> pd.DataFrame:
         rows.append({"result": e["name"], "key": e["key"], "git_commit": str(p["git_commit"])[:10],
                      "dirty": p["git_dirty"], "device": p["device"], "torch": p["torch"],
                      "wall_time_s": p["wall_time_s"], "seed": p["seed"], "utc_time": p["utc_time"]})
-    return pd.DataFrame(rows).drop_duplicates("key")
+    return pd.DataFrame(rows, columns=None if rows else ["result", "key", "git_commit", "dirty", "device", "torch",
+                                                         "wall_time_s", "seed", "utc_time"]).drop_duplicates("key")

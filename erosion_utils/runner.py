@@ -162,9 +162,12 @@ def stage_book(dest: Path) -> Path:
 
 
 def build(book_root: Path = REPO) -> Path:
-    """``jupyter-book build`` with warnings as errors; returns the path of ``index.html``."""
+    """``jupyter-book build --all`` with warnings as errors; returns the path of ``index.html``.
+
+    Every page is rebuilt (seconds: the notebooks are already executed): the intro pastes numbers glued in the
+    chapters, and an incremental build would keep its old numbers after a chapter is rerun."""
     jb = Path(sys.executable).with_name("jupyter-book")
-    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(book_root), "-W", "--keep-going"]
+    cmd = [str(jb) if jb.exists() else "jupyter-book", "build", str(book_root), "-W", "--keep-going", "--all"]
     subprocess.run(cmd, check=True)
     return Path(book_root) / "_build" / "html" / "index.html"
 

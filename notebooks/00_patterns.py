@@ -49,11 +49,13 @@ from IPython.display import Markdown, display
 
 from erosion_utils import plots
 from erosion_utils.data import CLASS_NAMES, balanced_indices, load_dataset
-from erosion_utils.pages import execution_provenance, glue, parameters_frame, profile_note
+from erosion_utils.pages import (execution_provenance, figure, fold, parameters_table, plural, profile_note,
+                                 table)
 from erosion_utils.patterns import KINDS, PatternSpec, make_codes, mismatched_labels, stamp
 from erosion_utils.profiles import resolve_notebook
 
 started = time.perf_counter()
+plots.setup()
 run = resolve_notebook("patterns", globals())
 cfg = run.config
 data = load_dataset(cfg.dataset)
@@ -66,30 +68,19 @@ for kind in KINDS:
     codes = make_codes(PatternSpec(kind, cfg.pattern_size, cfg.corner, 1.0, cfg.pattern_seed), data.num_classes)
     rows[f"{kind} (matched)"] = stamp(x, y, codes)
     rows[f"{kind} (mismatched)"] = stamp(x, other, codes)
-fig = plots.pattern_gallery(rows, [f"{names[int(a)]}\n(mismatch: {names[int(b)]})" for a, b in zip(y, other)])
-glue("fig_patterns", fig)
-glue("k", cfg.pattern_size)
-glue("corner", cfg.corner.replace("_", "-"))
-glue("n_classes", data.num_classes)
-glue("data_source", data.source)
-glue("profile", profile)
 display(Markdown(profile_note(profile)))
 
-# %% [markdown]
-# ```{glue:figure} fig_patterns
-# :name: fig-patterns
-#
-# Test images (columns; title: true class and the class of the mismatched pattern) shown clean and with each
-# pattern kind, matched and mismatched. Pattern size *k* = {glue:text}`k`, corner: {glue:text}`corner`.
-# Profile: {glue:text}`profile`.
-# ```
-#
-# The dataset has {glue:text}`n_classes` classes and was read from {glue:text}`data_source`. The position code
-# places a *k*×*k* mark in a *g*×*g* grid with *g* = ⌈√*K*⌉ for *K* classes, so it occupies a
-# larger corner region (*gk* pixels wide) than the other two kinds.
+# %% tags=["remove-input"]
+corner = cfg.corner.replace("_", "-")
+display(figure("fig_patterns", plots.pattern_gallery(rows, [f"{names[int(a)]}\n(pattern: {names[int(b)]})"
+                                                            for a, b in zip(y, other)]),
+               f"{plural(len(idx), 'test image').capitalize()} (columns; title: the true class and the class of the "
+               f"mismatched pattern) shown clean and with each pattern kind, matched and mismatched. Pattern size "
+               f"*k* = {cfg.pattern_size}, corner: {corner}. Profile: {profile}.", "fig-patterns"))
+display(Markdown(f"The dataset has {plural(data.num_classes, 'class', 'classes')} and was read from "
+                 f"`{data.source}`. The position code places a *k*×*k* mark in a *g*×*g* grid with *g* = ⌈√*K*⌉ for "
+                 f"*K* classes, so it occupies a larger corner region (*gk* pixels wide) than the other two kinds."))
 
-# %% tags=["hide-input"]
-parameters_frame(run)
-
-# %% tags=["hide-input"]
-execution_provenance(cfg.seed, started)
+# %% tags=["remove-input"]
+display(parameters_table(run))
+display(fold(table(execution_provenance(cfg.seed, started)), "Provenance of this page's execution"))

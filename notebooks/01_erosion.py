@@ -16,7 +16,7 @@
 #
 # The core experiment (the paper's Fig. 1). A network is trained on clean CIFAR-10 until it classifies every
 # training image correctly. From those weights, training continues in two ways with the same optimiser: on the same
-# images with the class-coded pattern stamped in a corner (**pattern**), and on the clean images (**control**).
+# images with the class-coded pattern stamped in a corner (**pattern run**), and on the clean images (**control**).
 # Every few steps, and densely at the start, we measure on the test set:
 #
 # - **clean accuracy**: unmodified test images;
@@ -24,9 +24,9 @@
 # - **mismatched accuracy**: each test image carries another class's pattern, scored against the true label;
 # - **follow rate**: on those mismatched images, how often the prediction is the pattern's class.
 #
-# The paper does not give the fine-tuning learning rate, so we run several (here: {glue:text}`lr_list`). The defaults
-# are 0.01, a typical fine-tuning rate, and 0.1, close to the pretraining peak rate (0.2): "training simply
-# continues" at a rate of the original order.
+# The paper does not give the fine-tuning learning rate, so the chapter takes a list of rates (`finetune_lrs`). The
+# profiles' default is 0.01, a typical fine-tuning rate, and 0.1, close to the pretraining peak rate (0.2):
+# "training simply continues" at a rate of the original order.
 
 # %% tags=["parameters", "remove-cell"]
 # papermill parameters; None: the profile's value (python -m erosion_utils params 01_erosion --profile cpu)
@@ -52,97 +52,65 @@ n_evals: "Optional[int]" = None  # test-set evaluations along fine-tuning, at le
 # %% tags=["hide-input"]
 from IPython.display import Markdown, display
 
-from erosion_utils import analysis, plots
-from erosion_utils.experiments import Context, erosion_experiment
-from erosion_utils.pages import compute_note, glue, parameters_frame, profile_note, provenance
+from erosion_utils import analysis, plots, prose
+from erosion_utils.experiments import Context
+from erosion_utils.pages import (compute_note, erosion_runs, figure, glue, missing_table, parameters_table,
+                                 plural, profile_note, provenance_table, table)
 from erosion_utils.profiles import resolve_notebook
 
+plots.setup()
 run = resolve_notebook("erosion", globals())
-runs = erosion_experiment(run.config, run.extras["seeds"], Context.for_profile(profile), run.extras["finetune_lrs"])
+lrs, seeds = sorted(run.extras["finetune_lrs"]), run.extras["seeds"]
+runs, missing = erosion_runs(run, Context.for_profile(profile))  # what is not cached is listed, never a crash
 traj = analysis.trajectory_frame(runs)
 summary = analysis.summary_frame(runs)
-seed_stats = analysis.seed_table(summary)
+stats = analysis.rate_stats(analysis.seed_table(summary))
 used = [r[k] for r in runs for k in ("pretrain", "pattern", "control")]
-glue("profile", profile)
-display(Markdown(profile_note(profile) + " " + compute_note(used)))
+glue("key_erosion", prose.erosion_key(stats, profile))
+display(Markdown(f"{profile_note(profile)} {compute_note(used)} {prose.rates_sentence(lrs)} Each rate is run "
+                 f"with {plural(len(seeds), 'seed', one_word=True)} ({', '.join(map(str, seeds))})."))
+display(missing_table(missing, profile))
 
-# %% tags=["hide-input"]
-pre = [r["pretrain"]["result"] for r in runs]
-glue("n_seeds", len(run.extras["seeds"]))
-glue("pretrain_train_acc_min", min(p["train_accuracy"] for p in pre))
-glue("pretrain_test_acc", sum(p["test_accuracy"] for p in pre) / len(pre))
-glue("all_perfect", "all reached" if all(p["reached_target"] for p in pre) else "not all reached")
-lrs = sorted(run.extras["finetune_lrs"])
-glue("lr_list", ", ".join(str(lr) for lr in lrs))
-for which, lr in (("low", lrs[0]), ("high", lrs[-1])):
-    glue(f"lr_{which}", lr)
-    for _, row in seed_stats[seed_stats.finetune_lr == lr].iterrows():
-        glue(f"{row.quantity}_{which}", row["mean"])
-        glue(f"{row.quantity}_{which}_lo", row.ci_low)
-        glue(f"{row.quantity}_{which}_hi", row.ci_high)
+# %% tags=["remove-input"]
+line = "Line: the one seed's run." if len(seeds) == 1 else f"Line: mean over {len(seeds)} seeds; band: range over seeds."
+display(figure("fig_erosion", plots.erosion_headline(traj),
+               "Clean test accuracy over fine-tuning steps (log-scaled after step 1) for the pattern run (red) and the "
+               "clean control (blue), both from the same pretrained weights; one panel per fine-tuning learning rate. "
+               f"{line} Profile: {profile}.", "fig-erosion"))
+display(Markdown(prose.erosion_paragraphs(stats) if stats else "No rate has results: see the missing results above."))
+
+# %% [markdown]
+# The control matters: continued training can disturb a network on clean data too, the more so at a high learning
+# rate, so a drop of the pattern run alone would not show that the pattern is to blame. Only the gap between the two
+# runs is erosion. The {ref}`claims` chapter gives the verdict against the paper.
+#
+# ## The other metrics
+
+# %% tags=["remove-input"]
+display(figure("fig_metrics", plots.erosion_metrics(traj),
+               "Matched accuracy, follow rate (mismatched images classified as the pattern's class), mismatched "
+               "accuracy (true label) and training loss over fine-tuning steps, pattern run (red) against control "
+               f"(blue); one row per metric, one panel per learning rate. {line} Profile: {profile}.", "fig-metrics"))
 
 # %% [markdown]
 # ## Pretraining
-#
-# Over {glue:text}`n_seeds` seeds the pretrained networks reach a training accuracy of at least
-# {glue:text}`pretrain_train_acc_min:.4f` ({glue:text}`all_perfect` 100%) and a clean test accuracy of
-# {glue:text}`pretrain_test_acc:.3f` on average.
-#
-# ## Accuracy over fine-tuning
 
-# %% tags=["hide-input"]
-g = plots.erosion_curves(traj)
-glue("fig_erosion", g)
+# %% tags=["remove-input"]
+display(Markdown(prose.pretrain_sentence([r["pretrain"] for r in runs])))
 
 # %% [markdown]
-# ```{glue:figure} fig_erosion
-# :name: fig-erosion
-#
-# Test metrics over fine-tuning steps (log-scaled after step 1) for the pattern run (red) and the clean control
-# (blue), starting from the same pretrained weights; one row per fine-tuning learning rate. Line: mean over seeds;
-# band: range over seeds. The parameters are listed at the end of the page. Profile: {glue:text}`profile`.
-# ```
-#
-# At the lower rate ({glue:text}`lr_low`), the pattern run ends at a clean accuracy of
-# {glue:text}`clean_pattern_low:.3f` against {glue:text}`clean_control_low:.3f` for the control
-# (erosion {glue:text}`erosion_low:.3f`, 95% CI {glue:text}`erosion_low_lo:.3f` to
-# {glue:text}`erosion_low_hi:.3f`), and predictions on mismatched images follow the pattern in
-# {glue:text}`follow_pattern_low:.3f` of cases. The pattern is nonetheless being picked up: over the run, matched
-# accuracy moves from {glue:text}`matched_start_low:.3f` to {glue:text}`matched_pattern_low:.3f` and the follow rate
-# from {glue:text}`follow_start_low:.3f` to {glue:text}`follow_pattern_low:.3f`. Whether a longer run at this rate
-# would erode the features was not tested.
-#
-# At the higher rate ({glue:text}`lr_high`), the pattern run ends at {glue:text}`clean_pattern_high:.3f` against
-# {glue:text}`clean_control_high:.3f` for the control (erosion {glue:text}`erosion_high:.3f`, 95% CI
-# {glue:text}`erosion_high_lo:.3f` to {glue:text}`erosion_high_hi:.3f`); the follow rate is
-# {glue:text}`follow_pattern_high:.3f` and matched accuracy {glue:text}`matched_pattern_high:.3f`.
-#
-# The control matters: a jump to a high learning rate disturbs the network on clean data too, so a drop of the
-# pattern run alone would not show that the pattern is to blame. Only the gap between the two runs is erosion.
-# The {ref}`claims` chapter gives the verdict against the paper.
-#
 # ## Final accuracy per seed
 
-# %% tags=["hide-input"]
-fig = plots.seed_bars(summary)
-glue("fig_seeds", fig)
-
-# %% [markdown]
-# ```{glue:figure} fig_seeds
-# :name: fig-erosion-seeds
-#
-# Final clean test accuracy of the pattern run and its control, per fine-tuning learning rate; bars are means, dots
-# are seeds. Profile: {glue:text}`profile`.
-# ```
-
-# %% tags=["hide-input"]
-summary.round(4)
+# %% tags=["remove-input"]
+display(figure("fig_seeds", plots.seed_bars(summary),
+               "Final clean test accuracy of the pattern run and its control, per fine-tuning learning rate; bars are "
+               f"means, dots are seeds. Profile: {profile}.", "fig-erosion-seeds"))
+display(table(summary, ["finetune_lr", "seed", "clean_start", "clean_pattern", "clean_control", "erosion",
+                        "follow_pattern", "matched_pattern", "steps_to_erosion"]))
 
 # %% [markdown]
 # ## Parameters and provenance
 
-# %% tags=["hide-input"]
-parameters_frame(run)
-
-# %% tags=["hide-input"]
-provenance(used)
+# %% tags=["remove-input"]
+display(parameters_table(run))
+display(provenance_table(used))

@@ -15,10 +15,10 @@
 # # Breadth
 #
 # How broad is the phenomenon? Around a base setting we change one factor at a time: the architecture, the pattern
-# kind, the pattern size *k*, the fraction *p* of patched training images, and the dataset. We do this around each
-# fine-tuning learning rate in `around_lrs`, and we also run the full grid of fine-tuning learning rate x weight
-# decay for the base setting. Each setting is one seed and a shorter fine-tuning run than in {ref}`erosion`;
-# controls (clean fine-tuning) are shared by settings that differ only in the pattern.
+# kind, the pattern size *k*, the fraction *p* of patched training images, and the dataset, around each fine-tuning
+# learning rate in `around_lrs`; and we run a grid of fine-tuning learning rate x weight decay for the base
+# setting. Each setting is one seed and a shorter fine-tuning run than in {ref}`erosion`; controls (clean
+# fine-tuning) are shared by settings that differ only in the pattern.
 #
 # For each setting we report the **erosion** (final clean test accuracy of the control minus that of the pattern
 # run) and the **follow rate** (the share of mismatched test images whose prediction is the pattern's class).
@@ -53,116 +53,73 @@ finetune_batch_size: "Optional[int]" = None  # batch size of fine-tuning; None: 
 n_evals: "Optional[int]" = None  # test-set evaluations along fine-tuning, at least 2; None: the profile's value
 
 # %% tags=["hide-input"]
-import matplotlib.pyplot as plt
 from IPython.display import Markdown, display
 
-from erosion_utils import analysis, plots
+from erosion_utils import analysis, plots, prose
 from erosion_utils.claims import EROSION_THRESHOLD
 from erosion_utils.experiments import Context, breadth_experiment
-from erosion_utils.pages import compute_note, glue, parameters_frame, profile_note, provenance
+from erosion_utils.pages import (compute_note, figure, missing_table, parameters_table, profile_note,
+                                 provenance_table, table)
 from erosion_utils.profiles import resolve, resolve_notebook
 
+plots.setup()
 run = resolve_notebook("breadth", globals())
 rows = breadth_experiment(run.config, run.sweeps(), Context.for_profile(profile), run.extras["around_lrs"])
-frame = analysis.breadth_frame(rows)
-done = frame[~frame.missing]
-glue("n_settings", len(frame))
-glue("n_done", len(done))
-glue("n_missing", int(frame.missing.sum()))
-glue("n_eroded", int((done.erosion > EROSION_THRESHOLD).sum()))
-glue("threshold", EROSION_THRESHOLD)
-eroded = done[done.erosion > EROSION_THRESHOLD]
-glue("eroded_list", "; ".join(eroded.label) if len(eroded) else "none")
-low = done[done.finetune_lr == min(run.extras["around_lrs"])]
-glue("n_low", len(low))
-glue("n_low_eroded", int((low.erosion > EROSION_THRESHOLD).sum()))
+frame = analysis.breadth_frame(rows)  # settings without a cached result are rows marked missing
 used = [r[k] for r in rows if not r.get("missing") for k in ("pattern", "control")]
-glue("profile", profile)
-display(Markdown(profile_note(profile) + " " + compute_note(used)))
+display(Markdown(f"{profile_note(profile)} {compute_note(used)} "
+                 f"{prose.breadth_design(run.sweeps(), run.extras['around_lrs'])}"))
+display(Markdown(prose.breadth_results(frame, EROSION_THRESHOLD)))
+display(missing_table({f"breadth: {label}": "not cached" for label in frame[frame.missing].label}, profile))
+
+# %% tags=["remove-input"]
+display(figure("fig_breadth", plots.breadth_summary(frame),
+               "Erosion (left) and follow rate (right) per setting: the base setting, and each factor changed from it "
+               "(`k`: pattern size, `p`: fraction of patched images, `wd`: fine-tuning weight decay). Colour: "
+               "fine-tuning learning rate; a missing bar means no result (see the table below). One seed per setting. "
+               f"Profile: {profile}.", "fig-breadth"))
+display(figure("fig_grid", plots.lr_wd_heatmaps(frame),
+               "Erosion (left) and follow rate (right) over the fine-tuning learning rate x weight decay grid, for the "
+               f"base architecture and pattern; an empty cell has no result. Profile: {profile}.", "fig-breadth-grid"))
 
 # %% [markdown]
-# Of {glue:text}`n_settings` settings, {glue:text}`n_done` have results and {glue:text}`n_missing` were not computed
-# (see below). Erosion above {glue:text}`threshold` appears in {glue:text}`n_eroded` of them:
-# {glue:text}`eroded_list`. Around the lowest fine-tuning learning rate, {glue:text}`n_low_eroded` of
-# {glue:text}`n_low` computed settings erode.
-
-# %% tags=["hide-input"]
-fig = plots.breadth_summary(frame)
-glue("fig_breadth", fig)
-
-# %% [markdown]
-# ```{glue:figure} fig_breadth
-# :name: fig-breadth
-#
-# Erosion (left) and follow rate (right) per setting: the base setting, and each factor changed from it (`k`:
-# pattern size, `p`: fraction of patched images, `wd`: fine-tuning weight decay). Colour: fine-tuning learning
-# rate; a missing bar means no result (see the table below). One seed per setting. Profile: {glue:text}`profile`.
-# ```
-
-# %% tags=["hide-input"]
-fig = plots.lr_wd_heatmap(frame)
-glue("fig_grid", fig)
-fig = plots.lr_wd_heatmap(frame, "follow_pattern")
-glue("fig_grid_follow", fig)
-
-# %% [markdown]
-# ```{glue:figure} fig_grid
-# :name: fig-breadth-grid
-#
-# Erosion over the fine-tuning learning rate x weight decay grid for the base architecture and pattern.
-# Profile: {glue:text}`profile`.
-# ```
-#
-# ```{glue:figure} fig_grid_follow
-# :name: fig-breadth-grid-follow
-#
-# Follow rate over the same grid. Profile: {glue:text}`profile`.
-# ```
-#
 # ## All settings
 #
-# Settings marked *missing* had no cached result and were not computed on this machine: the paper profile computes
-# only on a GPU, and the GPU time available for this book ran out before them. They are listed, not hidden.
+# A setting marked *missing* has no cached result and was not computed on this machine (the paper profile computes
+# only on a GPU). Missing settings are listed, not hidden.
 
-# %% tags=["hide-input"]
+# %% tags=["remove-input"]
 cols = ["finetune_lr", "setting", "missing", "clean_start", "clean_pattern", "clean_control", "erosion",
-        "follow_pattern",
-        "matched_pattern", "steps_to_erosion"]
-frame[[c for c in cols if c in frame]].round(3)
+        "follow_pattern", "matched_pattern", "steps_to_erosion"]
+display(table(frame, cols))
 
 # %% [markdown]
 # ## Parameters and provenance
 
-# %% tags=["hide-input"]
-parameters_frame(run)
-
-# %% tags=["hide-input"]
-provenance(used)
+# %% tags=["remove-input"]
+display(parameters_table(run))
+display(provenance_table(used))
 
 # %% [markdown]
 # ## Supplement: every setting at a smaller scale
-#
-# Where this page was built with the paper profile, the settings the GPU budget did not reach are missing above. The
-# supplement below runs the same design, every setting computed, at the smaller `cpu` profile (narrower networks on a
-# class-balanced CIFAR-10 subset, shorter training; its own parameters and provenance follow). It is a different
-# experiment from the one above, not a stand-in for its missing settings, and the claims chapter does not use it.
 
-# %% tags=["hide-input"]
+# %% tags=["remove-input"]
 if run.extras["supplement_profile"]:
     sup = resolve("breadth", run.extras["supplement_profile"])
     sup_rows = breadth_experiment(sup.config, sup.sweeps(), Context.for_profile(sup.profile), sup.extras["around_lrs"])
     sup_frame = analysis.breadth_frame(sup_rows)
     sup_used = [r[k] for r in sup_rows if not r.get("missing") for k in ("pattern", "control")]
-    display(Markdown(f"{profile_note(sup.profile, 'Every number and figure of this supplement')} "
-                     f"{compute_note(sup_used)} "
-                     f"{analysis.breadth_count_sentence(sup_frame, EROSION_THRESHOLD)}"))
-    fig = plots.breadth_summary(sup_frame)
-    display(fig)
-    plt.close(fig)
-    display(Markdown(f"*Erosion and follow rate per setting at the `{sup.profile}` profile, one seed per setting; "
-                     "labels as in the first figure.*"))
-    display(sup_frame[[c for c in cols if c in sup_frame]].round(3))
-    display(parameters_frame(sup))
-    display(provenance(sup_used))
+    display(Markdown(f"The settings the {profile} profile could not compute are missing above. The supplement runs the "
+                     f"same design, every setting it can, at the smaller `{sup.profile}` profile (its own parameters "
+                     "and provenance follow). It is a different experiment from the one above, not a stand-in for its "
+                     "missing settings, and the claims chapter does not use it. "
+                     f"{profile_note(sup.profile, 'Every number and figure of this supplement')} "
+                     f"{compute_note(sup_used)} {prose.breadth_results(sup_frame, EROSION_THRESHOLD)}"))
+    display(figure("fig_breadth_supplement", plots.breadth_summary(sup_frame),
+                   f"Erosion and follow rate per setting at the `{sup.profile}` profile, one seed per setting; labels "
+                   "as in the first figure.", "fig-breadth-supplement"))
+    display(table(sup_frame, cols))
+    display(parameters_table(sup))
+    display(provenance_table(sup_used, "the supplement's cached results"))
 else:
-    display(Markdown("No supplement was requested (`supplement_profile` is None)."))
+    display(Markdown("No supplement was requested (`supplement_profile` is not set)."))

@@ -56,68 +56,51 @@ n_evals: "Optional[int]" = None  # test-set evaluations along fine-tuning, at le
 # %% tags=["hide-input"]
 from IPython.display import Markdown, display
 
-from erosion_utils import analysis, plots
+from erosion_utils import analysis, plots, prose
 from erosion_utils.claims import claim_representations
-from erosion_utils.experiments import Context, representation_experiments
-from erosion_utils.pages import compute_note, glue, parameters_frame, profile_note, provenance
+from erosion_utils.experiments import Context
+from erosion_utils.pages import (compute_note, figure, glue, missing_table, parameters_table, profile_note,
+                                 provenance_table, representation_entries, table)
 from erosion_utils.profiles import resolve_notebook
 
+plots.setup()
 run = resolve_notebook("representations", globals())
-ctx = Context.for_profile(profile)
-entries = representation_experiments(run.config, ctx, **run.extras)
+entries, missing = representation_entries(run, Context.for_profile(profile))  # what is not cached is listed
 layers = analysis.layers_frame(entries)
 drop = analysis.layer_erosion(layers)
 verdict = claim_representations(drop)
-lrs = sorted(run.extras["finetune_lrs"])
-for which, lr in (("low", lrs[0]), ("high", lrs[-1])):
-    v = verdict["per_lr"][lr]
-    glue(f"lr_{which}", lr)
-    glue(f"max_drop_{which}", v["max_probe_drop"])
-    glue(f"max_layer_{which}", v["max_drop_layer"])
-    glue(f"deep_{which}", v["deep_mean_drop"])
-    glue(f"shallow_{which}", v["shallow_mean_drop"])
-    glue(f"rank_ratio_{which}", v["last_rank_ratio"])
-glue("n_layers", int(layers.depth.max()) + 1)
-glue("profile", profile)
-display(Markdown(profile_note(profile) + " " + compute_note(entries)))
+glue("key_probe", prose.representation_key(verdict, profile))
+display(Markdown(f"{profile_note(profile)} {compute_note(entries)} {prose.rates_sentence(run.extras['finetune_lrs'])}"))
+display(missing_table(missing, profile))
 
-# %% tags=["hide-input"]
-g = plots.layer_profiles(layers)
-glue("fig_layers", g)
+# %% tags=["remove-input"]
+n_layers = layers.depth.nunique()
+display(figure("fig_layers", plots.layer_profiles(layers),
+               f"Per layer (input to output, {n_layers} taps): clean-label probe accuracy, numerical rank and "
+               "pattern-class probe accuracy, for the pretrained network (black), the pattern-fine-tuned network at "
+               "several steps (light to dark red) and at the end (`pattern`), and the clean control at the end (blue). "
+               f"One row per fine-tuning learning rate. Profile: {profile}.", "fig-layers"))
+display(Markdown(prose.representation_paragraphs(verdict) if verdict["per_lr"] else
+                 "No rate has results: see the missing results above."))
 
 # %% [markdown]
-# ```{glue:figure} fig_layers
-# :name: fig-layers
-#
-# Per layer (input to output, {glue:text}`n_layers` taps): clean-label probe accuracy, numerical rank and
-# pattern-class probe accuracy, for the pretrained network (black), the pattern-fine-tuned network at several steps
-# (light to dark) and at the end (`pattern`), and the clean control at the end (blue). One row per fine-tuning
-# learning rate. Profile: {glue:text}`profile`.
-# ```
-#
-# Compared with the clean control at the end of fine-tuning, the pattern run's largest per-layer loss of
-# clean-label probe accuracy is {glue:text}`max_drop_low:.3f` (at `lr` = {glue:text}`lr_low`, layer
-# {glue:text}`max_layer_low`) and {glue:text}`max_drop_high:.3f` (at `lr` = {glue:text}`lr_high`, layer
-# {glue:text}`max_layer_high`). At `lr` = {glue:text}`lr_high` the mean loss is {glue:text}`deep_high:.3f` over the
-# deeper half of the network against {glue:text}`shallow_high:.3f` over the shallower half, and the rank of the last
-# tapped layer is {glue:text}`rank_ratio_high:.2f` times the control's (at `lr` = {glue:text}`lr_low`:
-# {glue:text}`deep_low:.3f`, {glue:text}`shallow_low:.3f` and {glue:text}`rank_ratio_low:.2f`).
-#
 # How to read the third panel: a corner patch is linearly visible in the pixels, so a probe can read the pattern's
-# class from the early layers of any network, the pretrained one included (in the paper-profile results it does so
-# almost perfectly). What fine-tuning on the pattern can change is whether the *deep* layers keep the pattern, and
-# whether they keep the class information of the content.
-#
+# class from the early layers of any network, the pretrained one included. What fine-tuning on the pattern can
+# change is whether the *deep* layers keep the pattern, and whether they keep the class information of the content.
+
+# %% tags=["remove-input"]
+display(Markdown(prose.pattern_visibility_sentence(layers)))
+
+# %% [markdown]
 # ## Per-layer differences at the end of fine-tuning
 
-# %% tags=["hide-input"]
-drop.round(3)
+# %% tags=["remove-input"]
+display(table(drop, ["finetune_lr", "depth", "layer", "probe_accuracy_control", "probe_accuracy_pattern",
+                     "probe_drop", "rank_control", "rank_pattern", "rank_ratio"]))
 
 # %% [markdown]
 # ## Parameters and provenance
 
-# %% tags=["hide-input"]
-parameters_frame(run)
-
-# %% tags=["hide-input"]
-provenance(entries)
+# %% tags=["remove-input"]
+display(parameters_table(run))
+display(provenance_table(entries))

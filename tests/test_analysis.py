@@ -112,8 +112,10 @@ def test_breadth_frame_labels_and_missing():
     c3 = claims.claim_breadth(frame)
     assert (c3["computed"], c3["eroded"], c3["missing"]) == (4, 2, 1)
     assert c3["verdict"] == "partly reproduced"
-    assert c3["per_lr"][0.1] == {"computed": 1, "eroded": 1,
+    assert c3["per_lr"][0.1] == {"computed": 1, "eroded": 1, "status": "holds",
                                  "eroded_settings": [analysis.variant_label(breadth_rows()[3]["config"])]}
+    assert c3["per_lr"][0.01]["status"] == "partly"  # 1 of 3 settings at lr 0.01 erodes
+    assert claims.regime(c3) == "reproduced at lr 0.1 (1 of 1 setting), partly at lr 0.01 (1 of 3 settings)"
 
 
 def test_claim_representations_depth_rule():

@@ -1,0 +1,212 @@
+"""Result sentences generated from the results, for whatever parameters a chapter ran: any number of learning rates,
+seeds and settings; one seed gives "no interval"; a sentence that states an outcome does so only where a rule of
+:mod:`erosion_utils.claims` says it holds. Sentences are MyST Markdown (``{ref}`` roles allowed), except the
+``*_key`` texts, which are plain text for the intro's "Key results" box.
+"""
+from __future__ import annotations
+
+import pandas as pd
+
+from . import claims
+from .pages import ci_phrase, fmt, fmt_value, join_values, plural, rates_phrase
+
+FACTOR_WORDS = {"arch": "the architecture", "pattern": "the pattern kind", "pattern_size": "the pattern size *k*",
+                "fraction": "the patched fraction *p*", "dataset": "the dataset"}
+
+
+# ------------------------------------------------------------------------------------------------------ erosion
+
+def rates_sentence(lrs: list[float]) -> str:
+    """Which fine-tuning learning rates this page ran."""
+    lrs = sorted(lrs)
+    if len(lrs) == 1:
+        return f"This page ran one fine-tuning learning rate, {fmt_value(lrs[0])}."
+    return f"This page ran {len(lrs)} fine-tuning learning rates: {join_values(lrs)}."
+
+
+def pretrain_sentence(pretrain: list[dict]) -> str:
+    """The pretrained networks (one per seed; ``pretrain``: cached pretraining results, duplicates allowed)."""
+    by_seed = {}
+    for entry in pretrain:
+        by_seed[entry["provenance"]["seed"]] = entry["result"]
+    results = list(by_seed.values())
+    if not results:
+        return "No pretrained network is cached for these parameters."
+    reached = sum(bool(r["reached_target"]) for r in results)
+    train = min(r["train_accuracy"] for r in results)
+    test = sum(r["test_accuracy"] for r in results) / len(results)
+    if len(results) == 1:
+        target = "it reached" if reached else "it did not reach"
+        return (f"The pretrained network (one seed) reaches a training accuracy of {fmt(train, 4)} ({target} the "
+                f"100% target) and a clean test accuracy of {fmt(test)}.")
+    target = ("all reached" if reached == len(results) else "none reached" if not reached
+              else f"{reached} of {len(results)} reached")
+    return (f"Over {plural(len(results), 'seed')}, the pretrained networks reach a training accuracy of at least "
+            f"{fmt(train, 4)} ({target} the 100% target) and a clean test accuracy of {fmt(test)} on average.")
+
+
+def _q(stats: dict, quantity: str) -> dict:
+    return stats.get(quantity, {"mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "seeds": 0})
+
+
+def erosion_paragraph(lr: float, stats: dict) -> str:
+    """One rate's result: final clean accuracy of pattern run and control, the erosion with its interval and the
+    claim-1 verdict at this rate, the follow rate and matched accuracy and whether the pattern was picked up."""
+    ero = _q(stats, "erosion")
+    n = ero["seeds"]
+    m = {q: _q(stats, q)["mean"] for q in ("clean_start", "clean_pattern", "clean_control", "follow_start",
+                                           "follow_pattern", "matched_start", "matched_pattern", "min_clean_control")}
+    erodes = claims.erodes(ero["mean"], ero["ci_low"])
+    basis = "with one seed the mean is judged" if n < 2 else "judged at the lower end of the 95% CI"
+    picked = claims.picks_up_pattern(m["matched_start"], m["matched_pattern"], m["follow_start"], m["follow_pattern"])
+    return (f"**At lr {fmt_value(lr)}** ({plural(n, 'seed', one_word=True)}): the pattern run ends at a clean test "
+            f"accuracy of {fmt(m['clean_pattern'])}, the control at {fmt(m['clean_control'])} (both started at "
+            f"{fmt(m['clean_start'])}; the control's lowest was {fmt(m['min_clean_control'])}). Erosion: "
+            f"{ci_phrase(ero['mean'], ero['ci_low'], ero['ci_high'], n)}, so this {'is' if erodes else 'is not'} "
+            f"erosion by the rule of {{ref}}`claims` (above {claims.EROSION_THRESHOLD:g}, {basis}). Follow rate: "
+            f"{fmt(m['follow_pattern'])} ({fmt(m['follow_start'])} before fine-tuning); matched accuracy: "
+            f"{fmt(m['matched_start'])} → {fmt(m['matched_pattern'])}. By the pick-up rule (either rising by more than "
+            f"{claims.PICKUP_THRESHOLD:g}), the pattern {'was' if picked else 'was not'} picked up.")
+
+
+def erosion_paragraphs(rate_stats: dict[float, dict]) -> str:
+    """:func:`erosion_paragraph` for every rate, ascending (``rate_stats``: :func:`analysis.rate_stats`)."""
+    return "\n\n".join(erosion_paragraph(lr, s) for lr, s in sorted(rate_stats.items()))
+
+
+def erosion_key(rate_stats: dict[float, dict], profile: str) -> str:
+    """Plain text for the Key results box: erosion (with its interval) and follow rate at every rate."""
+    if not rate_stats:
+        return f"missing: no cached results for this chapter's parameters ({profile} profile)"
+    parts = []
+    for lr, s in sorted(rate_stats.items()):
+        ero = _q(s, "erosion")
+        parts.append(f"at lr {fmt_value(lr)}, erosion {ci_phrase(ero['mean'], ero['ci_low'], ero['ci_high'], ero['seeds'])}"
+                     f" and follow rate {fmt(_q(s, 'follow_pattern')['mean'])}")
+    return "; ".join(parts) + f" ({profile} profile)"
+
+
+# ------------------------------------------------------------------------------------------------------ breadth
+
+def breadth_design(sweeps: dict[str, list], around_lrs: list[float]) -> str:
+    """What the breadth page varied (``sweeps``: :meth:`Resolved.sweeps`)."""
+    factors = [f"{FACTOR_WORDS[f]} ({join_values(v)})" for f, v in sweeps.items() if f in FACTOR_WORDS and v]
+    around = rates_phrase(around_lrs)
+    if factors:
+        text = f"Around {around}, this page changes one factor at a time: {join_values(factors, formatter=str)}."
+    else:
+        text = f"No factor is varied: only the base setting is run, at {around}."
+    lrs, wds = sweeps.get("finetune_lr"), sweeps.get("finetune_weight_decay")
+    if lrs or wds:
+        text += (f" It also runs the grid of fine-tuning learning rate ({join_values(lrs or ['the base rate'])}) x "
+                 f"weight decay ({join_values(wds or ['the base decay'])}) for the base setting.")
+    return text
+
+
+def breadth_results(frame: pd.DataFrame, threshold: float = claims.EROSION_THRESHOLD) -> str:
+    """How many settings have results, how many erode (by the claims' threshold), which, and per learning rate."""
+    if frame.empty:
+        return "No breadth setting was requested."
+    done = frame[~frame.missing]
+    n_missing = int(frame.missing.sum())
+    text = f"Of {plural(len(frame), 'setting')}, {len(done)} {'has' if len(done) == 1 else 'have'} results"
+    text += f" and {n_missing} {'is' if n_missing == 1 else 'are'} missing (listed below)." if n_missing else "."
+    if done.empty:
+        return text
+    eroded = done[done.erosion > threshold]
+    text += (f" Erosion above {threshold:g} appears in {len(eroded)} of the {len(done)} computed"
+             + (f": {'; '.join(eroded.setting + ' at lr ' + eroded.finetune_lr.map(fmt_value))}." if len(eroded)
+                else "."))
+    if done.finetune_lr.nunique() > 1:
+        per = [f"{int((g.erosion > threshold).sum())} of {len(g)} at lr {fmt_value(lr)}"
+               for lr, g in done.groupby("finetune_lr")]
+        text += f" By learning rate, eroding settings: {join_values(per, formatter=str)}."
+    return text
+
+
+# ----------------------------------------------------------------------------------------------- representations
+
+def representation_paragraph(lr: float, v: dict) -> str:
+    """One rate's per-layer result and the claim-4 verdict at that rate (``v``: a ``per_lr`` entry of
+    :func:`claims.claim_representations`)."""
+    return (f"**At lr {fmt_value(lr)}**, the pattern run's largest loss of clean-label probe accuracy against the "
+            f"control is {fmt(v['max_probe_drop'])} (layer `{v['max_drop_layer']}`); the mean loss is "
+            f"{fmt(v['deep_mean_drop'])} over the deeper half of the layers and {fmt(v['shallow_mean_drop'])} over the "
+            f"shallower half, and the rank of the last tapped layer is {fmt(v['last_rank_ratio'], 2)} times the "
+            f"control's. By the rule of {{ref}}`claims` (a loss above {claims.PROBE_THRESHOLD:g} in some layer and a "
+            f"larger mean loss in the deeper half), features {'erode' if v['holds'] else 'do not erode'} inside the "
+            f"network at this rate.")
+
+
+def representation_paragraphs(claim4: dict) -> str:
+    return "\n\n".join(representation_paragraph(lr, v) for lr, v in sorted(claim4["per_lr"].items()))
+
+
+def pattern_visibility_sentence(layers: pd.DataFrame) -> str:
+    """How readable the pattern is at the first tapped layer of the pretrained network (the third panel's start)."""
+    first = layers[(layers.snapshot == "pretrained") & (layers.depth == layers.depth.min())]
+    if first.empty:
+        return ""
+    return (f"Here the pattern-class probe on the first tapped layer of the pretrained network reaches "
+            f"{fmt(first.pattern_probe_accuracy.mean())}.")
+
+
+def representation_key(claim4: dict, profile: str) -> str:
+    """Plain text for the Key results box: the largest per-layer probe loss at every rate."""
+    if not claim4["per_lr"]:
+        return f"missing: no cached results for this chapter's parameters ({profile} profile)"
+    parts = [f"{fmt(v['max_probe_drop'])} at lr {fmt_value(lr)} (layer {v['max_drop_layer']})"
+             for lr, v in sorted(claim4["per_lr"].items())]
+    return "largest per-layer loss of clean-label probe accuracy against the control: " + "; ".join(parts) + \
+        f" ({profile} profile)"
+
+
+# ------------------------------------------------------------------------------------------------------- claims
+
+def verdict_line(claim: dict) -> str:
+    """``"**Verdict: partly reproduced**: reproduced at lr 0.1, not at lr 0.01."``"""
+    return f"**Verdict: {claim['verdict']}**: {claims.regime(claim)}."
+
+
+def claim1_evidence(claim: dict) -> str:
+    if not claim["per_lr"]:
+        return "No results: the erosion experiment's results are missing."
+    return "Erosion " + "; ".join(f"at lr {fmt_value(lr)}: {ci_phrase(v['erosion_mean'], v['ci_low'], v['ci_high'], v['seeds'])}"
+                                  for lr, v in sorted(claim["per_lr"].items())) + "."
+
+
+def claim2_evidence(claim: dict) -> str:
+    if not claim["per_lr"]:
+        return "No results: the erosion experiment's results are missing."
+    return "Follow rate " + "; ".join(
+        f"at lr {fmt_value(lr)}: {ci_phrase(v['follow_mean'], v['ci_low'], v['ci_high'], v['seeds'])}"
+        for lr, v in sorted(claim["per_lr"].items())) + "."
+
+
+def claim3_evidence(claim: dict) -> str:
+    if claim["computed"] == 0:
+        return (f"No breadth setting has results ({plural(claim['missing'], 'setting')} missing)." if claim["missing"]
+                else "No breadth setting was run.")
+    names = [s for v in claim["per_lr"].values() for s in v["eroded_settings"]]
+    text = (f"Of {plural(claim['computed'], 'computed setting')}, {claim['eroded']} "
+            f"{'shows' if claim['eroded'] == 1 else 'show'} erosion" + (f": {'; '.join(names)}." if names else "."))
+    if claim["missing"]:
+        text += (f" {plural(claim['missing'], 'setting')} {'was' if claim['missing'] == 1 else 'were'} not computed and "
+                 f"count for nothing.")
+    return text
+
+
+def claim4_evidence(claim: dict) -> str:
+    if not claim["per_lr"]:
+        return "No results: the representation experiment's results are missing."
+    return " ".join(
+        f"At lr {fmt_value(lr)}: largest loss {fmt(v['max_probe_drop'])} (layer `{v['max_drop_layer']}`), mean loss "
+        f"{fmt(v['deep_mean_drop'])} in the deeper half against {fmt(v['shallow_mean_drop'])} in the shallower half; "
+        f"the rank of the last layer is {fmt(v['last_rank_ratio'], 2)} times the control's."
+        for lr, v in sorted(claim["per_lr"].items()))
+
+
+def verdicts_key(results: list[dict]) -> str:
+    """Plain text for the Key results box: every claim's verdict and regime."""
+    names = ("accuracy drops", "the pattern decides", "breadth", "erosion inside the network")
+    return "; ".join(f"({i}) {name}: {claims.regime(c)}" for i, (name, c) in enumerate(zip(names, results), 1))
