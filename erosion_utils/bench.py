@@ -1,5 +1,13 @@
-"""Benchmark: one epoch of our training loop (data resident on the device) against a naive torchvision
-``DataLoader`` loop (per-image ``ToTensor``/``Normalize`` transforms, float32, batches copied to the device)."""
+"""Training throughput of ResNet-18 fine-tuning, in one run on one device, at each batch size:
+
+- ``naive_dataloader``: a torchvision ``DataLoader`` loop (per-image ``ToTensor``/``Normalize``, float32, batches
+  copied to the device);
+- ``eager``: our loop (uint8 data resident on the device; on CUDA bf16 autocast and channels_last);
+- ``graphed``: the same step captured as a CUDA graph (:mod:`erosion_utils.graphs`; CUDA only);
+- ``workers``: ``N`` processes running our loop at once (graphed where available), images/s summed over them.
+
+Each variant trains a fresh copy of the same network on the same images, after a short warm-up that is not timed.
+"""
 from __future__ import annotations
 
 import copy
@@ -10,8 +18,9 @@ import torch.nn.functional as F
 import torchvision.transforms as T
 
 from .data import ImageData
+from .graphs import TrainStep, graphs_available
 from .models import build_model
-from .train import TrainConfig, resolve_device, train, with_normalization
+from .train import resolve_device, with_normalization
 from .validation import check_number
 
 
@@ -30,16 +39,17 @@ class _NaiveCIFAR(torch.utils.data.Dataset):
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(device)
 
 
-def naive_epoch(model: torch.nn.Module, data: ImageData, n: int, cfg: TrainConfig, device: torch.device,
-                workers: int) -> float:
+def naive_loop(model: torch.nn.Module, data: ImageData, n: int, batch_size: int, device: torch.device,
+               loader_workers: int, lr: float = 0.05) -> float:
+    """Seconds for one epoch of ``n`` images through a torchvision DataLoader (float32, no autocast)."""
     mean, std = data.channel_stats()
     loader = torch.utils.data.DataLoader(_NaiveCIFAR(data.x_train[:n], data.y_train[:n], mean, std),
-                                         batch_size=cfg.batch_size, shuffle=True, num_workers=workers,
+                                         batch_size=batch_size, shuffle=True, num_workers=loader_workers,
                                          drop_last=True)
-    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     model.train()
     _sync(device)
     start = time.perf_counter()
@@ -53,30 +63,140 @@ def naive_epoch(model: torch.nn.Module, data: ImageData, n: int, cfg: TrainConfi
     return time.perf_counter() - start
 
 
-def run_bench(data: ImageData, arch: str = "resnet18", width: float = 1.0, n_images: int = 10000,
-              batch_size: int = 512, device: str = "auto", workers: int = 4, seed: int = 0) -> dict:
-    """Time one epoch of ``n_images`` with each loop (after a short warm-up of each) and return both rates."""
-    check_number("n_images", n_images, low=batch_size, high=len(data.x_train), integer=True)
-    dev = resolve_device(device)
-    torch.manual_seed(seed)
-    mean, std = data.channel_stats()
-    base = build_model(arch, data.num_classes, width)
-    ours_model = with_normalization(copy.deepcopy(base), mean, std).to(dev)
-    naive_model = copy.deepcopy(base).to(dev)
-    cfg = TrainConfig(epochs=1, lr=0.05, batch_size=batch_size, schedule="constant")
-    x, y = data.x_train[:n_images].to(dev), data.y_train[:n_images].to(dev)
-    warm = TrainConfig(epochs=min(1.0, 4 * batch_size / n_images), lr=0.05, batch_size=batch_size)
-    train(ours_model, x, y, warm, seed, desc="bench warm-up")
-    naive_epoch(naive_model, data, 4 * batch_size, cfg, dev, workers)
-    _sync(dev)
+def our_loop(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, steps: int,
+             graphed: bool, seed: int = 0, warmup: int = 5, lr: float = 0.05, ready=None) -> float:
+    """Seconds for ``steps`` training steps of our loop, data on the device, after ``warmup`` untimed steps (which
+    include the graph's capture) and a call of ``ready()`` (the concurrent workers wait for each other there)."""
+    device = x.device
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    step = TrainStep(model, lr, enabled=graphed)
+    gen = torch.Generator().manual_seed(seed)
+    loss_sum = torch.zeros((), device=device)
+
+    def run(k: int) -> None:
+        nonlocal loss_sum
+        for _ in range(k):
+            idx = torch.randint(0, len(x), (batch_size,), generator=gen).to(device)
+            xb = x[idx]
+            if device.type == "cuda":
+                xb = xb.contiguous(memory_format=torch.channels_last)
+            step.set_lr(lr)
+            loss_sum += step(xb, y[idx])
+
+    run(warmup)
+    _sync(device)
+    if ready is not None:
+        ready()
     start = time.perf_counter()
-    train(ours_model, x, y, cfg, seed, desc="bench ours")
-    _sync(dev)
-    ours = time.perf_counter() - start
-    naive = naive_epoch(naive_model, data, n_images, cfg, dev, workers)
+    run(steps)
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _worker(rank: int, arch: str, width: float, num_classes: int, mean, std, x, y, batch_size: int, steps: int,
+            graphed: bool, device: str, threads: int, barrier, queue) -> None:
+    """One of the concurrent processes: build, warm up (and capture), wait for the others, time ``steps`` steps."""
+    torch.set_num_threads(threads)
+    dev = resolve_device(device)
+    torch.manual_seed(0)
+    model = with_normalization(build_model(arch, num_classes, width), mean, std).to(dev)
+    x, y = x.to(dev), y.to(dev)
+    starts = []
+    seconds = our_loop(model, x, y, batch_size, steps, graphed, seed=rank,
+                       ready=lambda: (barrier.wait(), starts.append(time.monotonic())))
+    queue.put((rank, starts[0], starts[0] + seconds))
+
+
+def concurrent_rate(n_workers: int, arch: str, width: float, data: ImageData, n_images: int, batch_size: int,
+                    steps: int, graphed: bool, device: str) -> float:
+    """Images per second summed over ``n_workers`` processes training at once (spawned; each times ``steps``
+    steps after a common start, the wall time runs from the first start to the last finish)."""
+    import multiprocessing as mp
+    import os
+
+    ctx = mp.get_context("spawn")
+    barrier, queue = ctx.Barrier(n_workers), ctx.Queue()
+    mean, std = data.channel_stats()
+    threads = max(1, (os.cpu_count() or 1) // n_workers)
+    args = (arch, width, data.num_classes, mean, std, data.x_train[:n_images].clone(),
+            data.y_train[:n_images].clone(), batch_size, steps, graphed, device, threads, barrier, queue)
+    procs = [ctx.Process(target=_worker, args=(r, *args)) for r in range(n_workers)]
+    for p in procs:
+        p.start()
+    try:
+        times = [queue.get(timeout=600) for _ in procs]
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.terminate()
+    wall = max(t[2] for t in times) - min(t[1] for t in times)
+    return n_workers * steps * batch_size / wall
+
+
+def run_bench(data: ImageData, arch: str = "resnet18", width: float = 1.0, n_images: int = 10000,
+              batch_sizes: tuple[int, ...] = (128, 512), device: str = "auto", loader_workers: int = 4,
+              n_workers: int = 4, graphs: bool | None = None, seed: int = 0) -> dict:
+    """Every variant at every batch size (one epoch of ``n_images`` each); rows of images/s and the speed-up over
+    our eager loop at the same batch size, with the provenance of the run and the issue's targets, as measured."""
+    for b in batch_sizes:
+        check_number("batch_size", b, low=1, high=n_images, integer=True)
+    check_number("n_images", n_images, low=max(batch_sizes), high=len(data.x_train), integer=True)
+    check_number("n_workers", n_workers, low=0, integer=True)
+    dev = resolve_device(device)
+    graphed = graphs_available(dev, graphs)
+    mean, std = data.channel_stats()
+    torch.manual_seed(seed)
+    base = build_model(arch, data.num_classes, width)
+    x, y = data.x_train[:n_images].to(dev), data.y_train[:n_images].to(dev)
+    start = time.perf_counter()
+    rows = []
+    for b in batch_sizes:
+        steps = max(1, n_images // b)
+        rates = {}
+        naive_loop(copy.deepcopy(base).to(dev), data, 4 * b, b, dev, loader_workers)  # warm-up
+        rates["naive_dataloader"] = steps * b / naive_loop(copy.deepcopy(base).to(dev), data, n_images, b, dev,
+                                                           loader_workers)
+        rates["eager"] = steps * b / our_loop(with_normalization(copy.deepcopy(base), mean, std).to(dev), x, y, b,
+                                              steps, graphed=False, seed=seed)
+        if graphed:
+            rates["graphed"] = steps * b / our_loop(with_normalization(copy.deepcopy(base), mean, std).to(dev), x,
+                                                    y, b, steps, graphed=True, seed=seed)
+        if n_workers > 0:
+            rates["workers"] = concurrent_rate(n_workers, arch, width, data, n_images, b, steps, graphed, str(dev))
+        for variant, rate in rates.items():
+            row = {"variant": variant, "batch_size": b, "images_per_s": round(rate, 1),
+                   "speedup_vs_eager": round(rate / rates["eager"], 3),
+                   "ms_per_step": round(1000 * b / rate, 3)}
+            if variant == "workers":
+                row.update(workers=n_workers, step="graphed" if graphed else "eager")
+            rows.append(row)
     from .cache import provenance
 
-    return {"provenance": provenance(seed, ours + naive, dev), "device": str(dev), "arch": arch, "width": width,
-            "n_images": n_images, "batch_size": batch_size,
-            "workers": workers, "ours_s": ours, "naive_s": naive, "ours_img_per_s": n_images / ours,
-            "naive_img_per_s": n_images / naive, "speedup": naive / ours}
+    return {"provenance": provenance(seed, time.perf_counter() - start, dev), "arch": arch, "width": width,
+            "n_images": n_images, "loader_workers": loader_workers, "graphs": graphed, "rows": rows,
+            "targets": targets(rows)}
+
+
+def targets(rows: list[dict]) -> dict:
+    """The issue's targets, as measured: graphed >= 2.5x eager at batch 128, workers >= 4x single-process eager,
+    a graphed batch-128 step <= 3 ms (None where the variant was not run)."""
+    at = {(r["variant"], r["batch_size"]): r for r in rows}
+    graphed, workers = at.get(("graphed", 128)), at.get(("workers", 128))
+    out = {"graphed_vs_eager_b128": graphed and graphed["speedup_vs_eager"],
+           "workers_vs_eager_b128": workers and workers["speedup_vs_eager"],
+           "graphed_ms_per_step_b128": graphed and graphed["ms_per_step"]}
+    out["met"] = {"graphed_ge_2.5x": None if graphed is None else graphed["speedup_vs_eager"] >= 2.5,
+                  "workers_ge_4x": None if workers is None else workers["speedup_vs_eager"] >= 4.0,
+                  "step_le_3ms": None if graphed is None else graphed["ms_per_step"] <= 3.0}
+    return out
+
+
+def format_rows(result: dict) -> str:
+    lines = [f"{'variant':<18}{'batch':>6}{'img/s':>12}{'ms/step':>10}{'vs eager':>10}"]
+    for r in result["rows"]:
+        lines.append(f"{r['variant']:<18}{r['batch_size']:>6}{r['images_per_s']:>12.0f}{r['ms_per_step']:>10.2f}"
+                     f"{r['speedup_vs_eager']:>9.2f}x")
+    lines.append(f"on {result['provenance']['device']}; targets: {result['targets']}")
+    return "\n".join(lines)

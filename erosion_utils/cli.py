@@ -64,17 +64,29 @@ def _paper(args) -> int:
 
 
 def _bench(args) -> int:
-    from .bench import run_bench
+    from .bench import format_rows, run_bench
     from .data import load_dataset
+    from .executors import default_workers
+    from .train import resolve_device
 
+    dev = resolve_device(args.device)
+    out = Path(args.json) if args.json else None
+    if out is None:  # the committed GPU measurement is never overwritten by a CPU run or by accident
+        if dev.type != "cuda":
+            raise ParameterError("bench on a CPU writes no file under results/: pass --json PATH to keep the result")
+        out = Path(__file__).resolve().parents[1] / "results" / "bench.json"
+    if out.exists() and not args.overwrite:
+        raise ParameterError(f"{out} exists (a committed result is never overwritten): pass --json PATH, or "
+                             f"--overwrite")
+    n_workers = default_workers(args.device) if args.workers is None else args.workers
     data = load_dataset(args.dataset, args.data)
-    result = run_bench(data, args.arch, args.width, args.images, args.batch_size, args.device, args.workers)
-    print(f"{'loop':<28}{'seconds':>10}{'img/s':>12}")
-    print(f"{'ours (data on device)':<28}{result['ours_s']:>10.2f}{result['ours_img_per_s']:>12.0f}")
-    print(f"{'torchvision DataLoader':<28}{result['naive_s']:>10.2f}{result['naive_img_per_s']:>12.0f}")
-    print(f"speed-up (DataLoader time / ours): {result['speedup']:.2f}x on {result['device']}")
-    if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=1))
+    result = run_bench(data, args.arch, args.width, args.images, tuple(args.batch_sizes), args.device,
+                       args.loader_workers, n_workers, graphs=False if args.no_graphs else None)
+    print(format_rows(result))
+    from .cache import atomic_write_bytes
+
+    atomic_write_bytes(out, json.dumps(result, indent=1).encode())
+    print(f"written: {out}")
     return 0
 
 
@@ -112,16 +124,21 @@ def parser() -> argparse.ArgumentParser:
                    help="GPUs per Ray task (0.25: four units share a GPU; default 1; CPU-only clusters use CPUs)")
     g.add_argument("--max-retries", type=int, default=2, help="Ray: retries of a unit after a lost worker or an error")
     g.set_defaults(func=_paper)
-    n = sub.add_parser("bench", help="time our training loop against a naive torchvision DataLoader loop")
+    n = sub.add_parser("bench", help="training throughput: DataLoader loop, our eager and graphed loops, N workers")
     n.add_argument("--arch", default="resnet18")
     n.add_argument("--width", type=float, default=1.0)
-    n.add_argument("--images", type=int, default=10000)
-    n.add_argument("--batch-size", type=int, default=512)
-    n.add_argument("--workers", type=int, default=4)
+    n.add_argument("--images", type=int, default=10000, help="images per timed epoch")
+    n.add_argument("--batch-sizes", type=int, nargs="+", default=[128, 512])
+    n.add_argument("--workers", type=int, default=None,
+                   help="concurrent processes for the 'workers' row (default: as paper --executor workers; 0: none)")
+    n.add_argument("--loader-workers", type=int, default=4, help="DataLoader processes of the naive loop")
+    n.add_argument("--no-graphs", action="store_true", help="leave CUDA graphs off (eager only)")
     n.add_argument("--dataset", default="cifar10")
     n.add_argument("--data", default=None)
     n.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    n.add_argument("--json", default=None, help="also write the result as JSON here")
+    n.add_argument("--json", default=None,
+                   help="where to write the result (default on CUDA: results/bench.json; required on a CPU)")
+    n.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     n.set_defaults(func=_bench)
     c = sub.add_parser("selfcheck", help="seconds-long end-to-end check of training and probing on synthetic data")
     c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])

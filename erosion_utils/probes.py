@@ -21,7 +21,7 @@ from .validation import check_number
 @dataclass
 class LayerFeatures:
     probe: torch.Tensor  # (N, <= probe_dim) pooled features
-    rank: torch.Tensor  # (N, <= rank_dim) raw features, random subset of dimensions
+    rank: torch.Tensor | None  # (N, <= rank_dim) raw features, random subset of dimensions (None: not extracted)
     full_dim: int
 
 
@@ -34,8 +34,10 @@ def _pool_size(channels: int, side: int, probe_dim: int) -> int:
 
 @torch.no_grad()
 def extract_features(model: nn.Module, x: torch.Tensor, tap_names: list[str] | None = None, batch_size: int = 500,
-                     probe_dim: int = 4096, rank_dim: int = 8000, seed: int = 0) -> dict[str, LayerFeatures]:
-    """Run uint8 images ``x`` through ``model`` (eval mode, float32) and collect every tap's representation."""
+                     probe_dim: int = 4096, rank_dim: int = 8000, seed: int = 0,
+                     rank: bool = True) -> dict[str, LayerFeatures]:
+    """Run uint8 images ``x`` through ``model`` (eval mode, float32) and collect every tap's representation; with
+    ``rank=False`` only the probe features (the raw features for the rank are then not kept)."""
     tap_names = tap_names or model.tap_names
     device = next(model.parameters()).device
     captured: dict[str, torch.Tensor] = {}
@@ -63,7 +65,8 @@ def extract_features(model: nn.Module, x: torch.Tensor, tap_names: list[str] | N
                         if out.dim() == 4 else flat.shape[1]
                     probe_idx[name] = (torch.randperm(probe_width, generator=gen)[:probe_dim].sort().values.to(device)
                                        if probe_width > probe_dim else None)
-                rank_parts[name].append(flat if rank_idx[name] is None else flat[:, rank_idx[name]])
+                if rank:  # the subset is drawn either way, so the probe features do not depend on ``rank``
+                    rank_parts[name].append(flat if rank_idx[name] is None else flat[:, rank_idx[name]])
                 feats = F.adaptive_avg_pool2d(out, _pool_size(out.shape[1], out.shape[-1], probe_dim)).flatten(1) \
                     if out.dim() == 4 else flat
                 probe_parts[name].append(feats if probe_idx[name] is None else feats[:, probe_idx[name]])
@@ -71,7 +74,8 @@ def extract_features(model: nn.Module, x: torch.Tensor, tap_names: list[str] | N
         for h in hooks:
             h.remove()
         model.train(was_training)
-    return {n: LayerFeatures(torch.cat(probe_parts[n]), torch.cat(rank_parts[n]), dims[n]) for n in tap_names}
+    return {n: LayerFeatures(torch.cat(probe_parts[n]), torch.cat(rank_parts[n]) if rank else None, dims[n])
+            for n in tap_names}
 
 
 def numerical_rank(features: torch.Tensor, rel_tol: float = 1e-3) -> int:
@@ -122,10 +126,11 @@ def layer_report(model: nn.Module, probe_train: tuple[torch.Tensor, torch.Tensor
     device = next(model.parameters()).device
     names = list(model.tap_names)
 
-    def feats(x):
-        return extract_features(model, x.to(device), names, probe_dim=probe_dim, rank_dim=rank_dim, seed=seed)
+    def feats(x, rank: bool = False):
+        return extract_features(model, x.to(device), names, probe_dim=probe_dim, rank_dim=rank_dim, seed=seed,
+                                rank=rank)
 
-    tr, te = feats(probe_train[0]), feats(probe_test[0])
+    tr, te = feats(probe_train[0]), feats(probe_test[0], rank=True)  # the rank is measured on the test images only
     clean_acc = linear_probes([tr[n].probe for n in names], probe_train[1].to(device), [te[n].probe for n in names],
                               probe_test[1].to(device), num_classes, probe_epochs, seed=seed)
     rows = [{"layer": n, "depth": i, "relative_depth": i / max(len(names) - 1, 1), "dim": te[n].full_dim,
