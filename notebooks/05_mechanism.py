@@ -266,12 +266,19 @@ if len(done):
 # %% [markdown]
 # ## Verdict
 #
-# The rules are fixed in `erosion_utils/mechanism_report.py`: a *spike* is a batch loss above the threshold shown in
-# the figures; *erosion* is a mean drop above the claims chapter's threshold; instability is **supported** when every
-# eroding run has a spike and a warm-up of at least one epoch prevents erosion at the eroding rate (**partly** when
-# one of the two holds); drift is **supported** when a long run without a spike erodes, and **partly** when its follow
-# rate rises by more than the stated margin; the noise-or-steps verdict names the control that brings at least two
-# thirds of the batch effects back to the reference.
+# The rules are fixed in `erosion_utils/mechanism_report.py` (thresholds stated there and in the figures):
+#
+# - a *spike* is a batch loss above the threshold shown in the figures; a run *erodes* when its erosion is above the
+#   claims chapter's threshold;
+# - instability is **supported** when at least 90% of eroding runs spike and a warm-up of one epoch or more both
+#   removes the spike and prevents erosion; **not supported** when fewer than two thirds of eroding runs spike, or when
+#   warm-up removes the spike but erosion stays; **partly supported** otherwise (for example when warm-up does not
+#   remove the spike, so it cannot test whether avoiding the spike prevents erosion);
+# - drift is **supported** at a rate whose runs of the usual length do not erode when its long runs erode without a
+#   spike, and **partly** when their follow rate rises by more than the stated margin; a rate that erodes already at
+#   the usual length, or whose long runs spike, does not test drift;
+# - the noise-or-steps verdict names the control that brings at least two thirds of the batch effects back to within
+#   the stated margin of the reference batch.
 
 # %% tags=["hide-input"]
 glue("mechanism_instability", inst["verdict"])

@@ -118,20 +118,37 @@ def _row(groups, lr=0.1, batch=64, epochs=3.0, warmup=0.0, seed=0, erosion=0.0, 
             "eroded": erosion > 0.1, "steps": steps, "follow_cross_step": cross, "peak_step_pattern": peak_step}
 
 
-def test_instability_supported_when_eroding_runs_spike_and_warmup_prevents():
-    rows = [_row(["warmup", "map"], erosion=0.4, follow=0.9, peak=2.5, cross=60, peak_step=15, seed=s)
-            for s in range(3)]
-    rows += [_row(["warmup"], warmup=w, erosion=0.02, seed=s) for w in (1.0, 2.0) for s in range(3)]
+def _eroding(n=3, peak=2.5):
+    return [_row(["warmup", "map"], erosion=0.4, follow=0.9, peak=peak, cross=60, peak_step=15, seed=s)
+            for s in range(n)]
+
+
+def test_instability_supported_when_eroding_runs_spike_and_a_calm_warmup_prevents():
+    rows = _eroding() + [_row(["warmup"], warmup=w, erosion=0.02, peak=0.4, seed=s) for w in (1.0, 2.0)
+                         for s in range(3)]
     v = mr.instability_verdict(pd.DataFrame(rows), 0.1)
-    assert v["verdict"] == "supported" and v["warmup_prevents"] and v["peak_precedes_crossing"] == 3
+    assert v["verdict"] == "supported" and v["warmup_prevents"] and v["warmup_removes_spike"]
+    assert v["peak_precedes_crossing"] == 3
     assert "supported" in mr.instability_sentence(v, 0.1)
-    rows_no = rows[:3] + [_row(["warmup"], warmup=1.0, erosion=0.3, peak=2.0, seed=s) for s in range(3)]
-    assert mr.instability_verdict(pd.DataFrame(rows_no), 0.1)["verdict"] == "partly supported"
-    calm = [_row(["warmup", "map"], erosion=0.4, peak=0.5, seed=s) for s in range(3)]
-    calm += [_row(["warmup"], warmup=1.0, erosion=0.35, seed=s) for s in range(3)]
+
+
+def test_instability_refuted_when_warmup_removes_the_spike_but_erosion_stays():
+    rows = _eroding() + [_row(["warmup"], warmup=1.0, erosion=0.3, peak=0.4, seed=s) for s in range(3)]
+    assert mr.instability_verdict(pd.DataFrame(rows), 0.1)["verdict"] == "not supported"
+
+
+def test_instability_partly_when_warmup_keeps_the_spike():
+    rows = _eroding() + [_row(["warmup"], warmup=1.0, erosion=0.3, peak=2.0, seed=s) for s in range(3)]
+    v = mr.instability_verdict(pd.DataFrame(rows), 0.1)
+    assert v["verdict"] == "partly supported" and not v["warmup_removes_spike"]
+    assert "did not remove the spike" in mr.instability_sentence(v, 0.1)
+
+
+def test_instability_not_supported_when_erosion_comes_without_spikes():
+    calm = _eroding(peak=0.5) + [_row(["warmup"], warmup=1.0, erosion=0.35, peak=0.5, seed=s) for s in range(3)]
     assert mr.instability_verdict(pd.DataFrame(calm), 0.1)["verdict"] == "not supported"
-    none = [_row(["map"], erosion=0.01)]
-    assert mr.instability_verdict(pd.DataFrame(none), 0.1)["verdict"] == "no erosion to explain"
+    assert mr.instability_verdict(pd.DataFrame([_row(["map"], erosion=0.01)]), 0.1)["verdict"] == \
+        "no erosion to explain"
 
 
 def test_drift_rules():
@@ -145,6 +162,11 @@ def test_drift_rules():
     assert v["verdict"] == "not supported" and "no rise" in mr.drift_sentence(v)
     spiky = [_row(["duration"], lr=0.01, epochs=30.0, follow=0.8, erosion=0.4, peak=3.0, seed=s) for s in range(3)]
     assert mr.drift_verdict(pd.DataFrame(short + spiky))["verdict"].startswith("inconclusive")
+    eroding_short = [_row(["duration", "map"], lr=0.03, follow=0.3, erosion=0.15, seed=s) for s in range(3)]
+    eroding_long = [_row(["duration"], lr=0.03, epochs=30.0, follow=0.5, erosion=0.15, seed=s) for s in range(3)]
+    v = mr.drift_verdict(pd.DataFrame(eroding_short + eroding_long))
+    assert v["per_lr"][0.03]["state"] == "erodes already" and v["verdict"].startswith("inconclusive")
+    assert "erodes already" in mr.drift_sentence(v)
 
 
 def _pairs_frame(ref, same_epochs, same_steps, same_noise):
