@@ -284,7 +284,7 @@ def instability_sentence(v: dict, eroding_lr: float) -> str:
     if not v["warmup_tested"]:
         second = "no warm-up of one epoch or more was run"
     else:
-        levels = ", ".join(f"{val:.3f} with {k:g} epochs" for k, val in sorted(warm.items()))
+        levels = ", ".join(f"{val:.3f} with {_epochs(k)}" for k, val in sorted(warm.items()))
         removed = "removed the spike" if v["warmup_removes_spike"] else "did not remove the spike"
         kept = ("kept mean erosion at or below" if v["warmup_prevents"] else "left mean erosion above")
         second = (f"at lr {_lr(eroding_lr)}, a warm-up of one epoch or more {removed} and {kept} "

@@ -205,7 +205,7 @@ def warm_sentence(cells) -> str:
         return "The warm-up runs are missing."
     return (f"At lr {ex['eroding_lr']:g}, mean erosion is " + join_values(
         [f"{ci_phrase(r.erosion_mean, r.erosion_lo, r.erosion_hi, r.seeds)} with "
-         + (f"{r.warmup_epochs:g} epochs of warm-up" if r.warmup_epochs else "no warm-up") for r in cells.itertuples()],
+         + (f"{mr._epochs(r.warmup_epochs)} of warm-up" if r.warmup_epochs else "no warm-up") for r in cells.itertuples()],
         formatter=str) + "; the follow rate is " + join_values(
         [f"{r.follow_pattern_mean:.3f}" for r in cells.itertuples()], formatter=str) + ", in the same order.")
 
@@ -252,14 +252,14 @@ if len(done):
             f"{'none' if not len(eroding) else len(eroding)} erode{'s' if len(eroding) <= 1 else ''} by more than "
             f"{EROSION_THRESHOLD:g}. ")
     if len(eroding):
-        text += (f"In {inst['eroding_with_spike']} of them the pattern run had a loss spike, and in {control_spikes} "
-                 f"the clean control had one too. ")
+        text += (f"The pattern run had a loss spike in {inst['eroding_with_spike']} of them, and the clean control "
+                 f"(the same rate and batch on clean images) in {control_spikes}. ")
         if inst["crossings"]:
             text += (f"In {inst['peak_precedes_crossing']} of the {inst['crossings']} eroding runs whose follow rate "
                      f"crossed 0.5, the loss peak came at or before that crossing (to the resolution of the "
                      f"evaluation steps).")
     spiking_not_eroding = int((done.spike_pattern & ~done.eroded).sum())
-    text += (f"{'No' if not spiking_not_eroding else spiking_not_eroding} pattern "
+    text += (f" {'No' if not spiking_not_eroding else spiking_not_eroding} pattern "
              f"run{'' if spiking_not_eroding == 1 else 's'} had a spike without eroding.")
     display(Markdown(text))
 
