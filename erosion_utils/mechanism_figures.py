@@ -26,7 +26,8 @@ def phase_map(frame: pd.DataFrame, steps: dict[int, int]) -> plt.Figure | None:
     stats = cell_stats(in_group(frame, "map"), ["batch_size", "finetune_lr"])
     if stats.empty:
         return None
-    fig, axes = panel_grid(2, ncols=2, panel_height=0.55 * stats.batch_size.nunique() + 1.2, width=6.9)
+    fig, axes = panel_grid(2, ncols=1, panel_height=0.5 * stats.batch_size.nunique() + 0.9,
+                           width=min(6.9, 1.6 + 1.05 * stats.finetune_lr.nunique()))
     for ax, col, title, cmap in ((axes[0], "erosion", "erosion (control − pattern)", "magma_r"),
                                  (axes[1], "follow_pattern", "follow rate", "viridis")):
         mean = stats.pivot(index="batch_size", columns="finetune_lr", values=f"{col}_mean")
@@ -36,9 +37,9 @@ def phase_map(frame: pd.DataFrame, steps: dict[int, int]) -> plt.Figure | None:
         sns.heatmap(mean, annot=labels, fmt="", cmap=cmap, vmin=0 if col == "follow_pattern" else -0.05,
                     vmax=1 if col == "follow_pattern" else 0.6, cbar=False, ax=ax, annot_kws={"fontsize": 9})
         ax.set_title(title)
-        ax.set_xlabel("fine-tuning lr")
-        ax.set_yticklabels([f"{b}\n({steps.get(int(b), '?')} steps)" for b in mean.index], rotation=0)
-        ax.set_ylabel("batch size" if ax is axes[0] else "")
+        ax.set_xlabel("fine-tuning lr" if ax is axes[1] else "")
+        ax.set_yticklabels([f"{b} ({steps.get(int(b), '?')} steps)" for b in mean.index], rotation=0)
+        ax.set_ylabel("batch size")
         ax.set_xticklabels([f"{x:g}" for x in mean.columns])
     return fig
 
@@ -88,15 +89,19 @@ def collapse(frame: pd.DataFrame) -> plt.Figure | None:
                     np.where(done.warmup_epochs > 0, "warm-up", "no warm-up"))
     data = done.assign(kind=kind)
     batches = sorted(data.batch_size.unique())
-    palette = dict(zip(batches, sns.color_palette("crest", len(batches))))
-    sns.scatterplot(data=data, x="lr_per_batch", y="erosion", hue="batch_size", palette=palette, style="kind",
-                    style_order=["no warm-up", "warm-up", "long run"], s=28, alpha=0.75, ax=ax)
+    palette = dict(zip([f"batch {b}" for b in batches], sns.color_palette("Dark2", len(batches))))
+    data["batch"] = data.batch_size.map(lambda b: f"batch {b}")
+    sns.scatterplot(data=data, x="lr_per_batch", y="erosion", hue="batch", hue_order=list(palette), palette=palette,
+                    style="kind", style_order=["no warm-up", "warm-up", "long run"], markers=["o", "^", "s"], s=30,
+                    alpha=0.7, ax=ax)
     ax.set_xscale("log")
     ax.axhline(0, color="k", lw=0.6)
     ax.set_xlabel("fine-tuning lr / batch size")
     ax.set_ylabel("erosion")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=9, title_fontsize=9, loc="upper left", frameon=False, ncols=2)
+    handles, labels = ax.get_legend_handles_labels()
+    keep = [(h, lab) for h, lab in zip(handles, labels) if lab not in ("batch", "kind")]
+    ax.legend(*zip(*keep), fontsize=9, loc="upper left", frameon=False, ncols=2)
     return fig
 
 
@@ -220,7 +225,8 @@ def spike_vs_erosion(frame: pd.DataFrame) -> plt.Figure | None:
     ax.set_xscale("log")
     ax.set_xlabel("largest training loss")
     ax.set_ylabel("erosion")
-    ax.legend(fontsize=9, frameon=False, loc="upper left")
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2, frameon=False)
     ax = axes[1]
     ax.scatter(done.weight_jump_pattern, done.erosion, s=14, color=PALETTE["pattern"], alpha=0.7)
     ax.scatter(done.weight_jump_control, done.erosion, s=14, color=PALETTE["control"], alpha=0.7, marker="x")

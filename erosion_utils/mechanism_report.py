@@ -285,7 +285,8 @@ def instability_sentence(v: dict, eroding_lr: float) -> str:
         second = "no warm-up of one epoch or more was run"
     else:
         levels = ", ".join(f"{val:.3f} with {_epochs(k)}" for k, val in sorted(warm.items()))
-        removed = "removed the spike" if v["warmup_removes_spike"] else "did not remove the spike"
+        removed = ("removed the spike" if v["warmup_removes_spike"] else "did not remove the spike (it came when the "
+                   "rate approached its full value, so the jump alone does not cause it)")
         kept = ("kept mean erosion at or below" if v["warmup_prevents"] else "left mean erosion above")
         second = (f"at lr {_lr(eroding_lr)}, a warm-up of one epoch or more {removed} and {kept} "
                   f"{EROSION_THRESHOLD:g} ({levels}; without warm-up {v['erosion_without_warmup']:.3f})")

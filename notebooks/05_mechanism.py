@@ -122,18 +122,27 @@ def map_sentence(cells) -> str:
     parts = []
     for b, g in cells.groupby("batch_size"):
         er = g[g.erosion_mean > EROSION_THRESHOLD].finetune_lr
-        parts.append(f"at batch {b}, " + (f"from lr {er.min():g} (mean erosion up to {g.erosion_mean.max():.3f})"
-                                          if len(er) else "at no rate"))
+        parts.append(f"at batch {b}, " + (f"at lr {join_values(sorted(er))} (mean erosion up to "
+                                          f"{g.erosion_mean.max():.3f})" if len(er) else "at no rate"))
     seeds = int(cells.seeds.min())
+    lost = mr.cell_stats(mr.in_group(frame, "map").assign(control_loss=lambda f: f.clean_start - f.clean_control),
+                         ["batch_size", "finetune_lr"], ("control_loss",))
+    lost = lost[lost.control_loss_mean > EROSION_THRESHOLD]
+    damaged = ("" if lost.empty else
+               f" In {plural(len(lost), 'cell')} (" + join_values([f"lr {r.finetune_lr:g} at batch {r.batch_size}"
+                                                                   for r in lost.itertuples()], formatter=str)
+               + f") the clean control itself ends more than {EROSION_THRESHOLD:g} below the pretrained clean accuracy "
+               f"(by up to {lost.control_loss_mean.max():.3f}): there both runs lost accuracy, and erosion measures "
+               f"only the pattern run's extra loss.")
     return (f"With {steps_text}, mean erosion exceeds {EROSION_THRESHOLD:g} in {len(eroding)} of "
             f"{plural(len(cells), 'cell')}: " + "; ".join(parts) + f". Each cell has at least "
             f"{plural(seeds, 'seed', one_word=True)}" + (": no interval." if seeds < 2 else "; the brackets give the "
-                                                           "95% CI over seeds."))
+                                                           "95% CI over seeds.")) + damaged
 
 
 display(figure("fig_mech_map", figs.phase_map(frame, steps),
-               f"Phase map at the same number of epochs. Left: mean erosion; right: mean follow rate; brackets: 95% CI "
-               f"over seeds. Each batch size's number of optimiser steps is under it. Profile: {profile}.",
+               f"Phase map at the same number of epochs. Top: mean erosion; bottom: mean follow rate; brackets: 95% CI "
+               f"over seeds. Each batch size's number of optimiser steps is beside it. Profile: {profile}.",
                "fig-mech-map"))
 display(Markdown(map_sentence(map_cells)))
 
