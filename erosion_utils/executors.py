@@ -409,26 +409,22 @@ _RESULT_PATH = re.compile(r"^[A-Za-z0-9_.-]+/[0-9a-f]{20}\.json$")
 
 
 def _ray_execute(unit: Unit, spec: ContextSpec, needs: list[tuple[str, dict]], *checkpoints: bytes) -> dict:
-    """Runs on a Ray worker: store the received checkpoints in a node-local cache, compute ``unit`` into a fresh
-    result folder, and return the result files (and, for a pretraining, its checkpoint bytes)."""
+    """Runs on a Ray worker, in a fresh folder: store the received checkpoints there (checked by the safe loader),
+    compute ``unit``, and return its result files (and, for a pretraining, its checkpoint bytes). Nothing is read
+    from or left on the worker's disk: a checkpoint key does not name the data it was trained on."""
     import tempfile
 
-    from .cache import CheckpointCache
-
-    node_ckpts = Path(tempfile.gettempdir()) / "erosion-ray" / "checkpoints"
-    cache = CheckpointCache(node_ckpts)
-    for (name, params), data in zip(needs, checkpoints):
-        if cache.read_bytes(name, params) != data:
-            cache.write_bytes(name, params, data)  # checked with the safe loader first
     with tempfile.TemporaryDirectory(prefix="erosion-ray-") as tmp:
-        ctx = spec.build(results=str(Path(tmp) / "results"), checkpoints=str(node_ckpts))
+        ctx = spec.build(results=str(Path(tmp) / "results"), checkpoints=str(Path(tmp) / "checkpoints"))
+        for (name, params), data in zip(needs, checkpoints):
+            ctx.checkpoints.write_bytes(name, params, data)
         t0 = time.perf_counter()
         unit.run(ctx)
         files = {str(p.relative_to(ctx.results.root)): p.read_bytes() for p in ctx.results.root.rglob("*.json")}
         out = {"files": files, "seconds": round(time.perf_counter() - t0, 2), "host": socket.gethostname(),
                "device": _device_name(spec.device)}
         if unit.checkpoint is not None:
-            out["checkpoint"] = cache.read_bytes(*unit.checkpoint)
+            out["checkpoint"] = ctx.checkpoints.read_bytes(*unit.checkpoint)
     return out
 
 

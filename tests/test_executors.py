@@ -29,12 +29,13 @@ def _toy_result(ctx, name: str, params: dict, compute) -> None:
     ctx.results.save(name, params, compute(), provenance(0, 0.0, "cpu"))
 
 
-def toy_pretrain(tag: str, ctx) -> None:
-    """Stage 0: a 'checkpoint' whose weights are 1..4 times len(tag), and its result entry."""
+def toy_pretrain(tag: str, ctx, mult: float = 1.0) -> None:
+    """Stage 0: a 'checkpoint' whose weights are 1..4 times len(tag) (times ``mult``, which its key does not name,
+    as a checkpoint key does not name the data folder), and its result entry."""
     params = {"tag": tag}
     if ctx.checkpoints.path("toy", params).is_file():
         return
-    w = torch.arange(1.0, 5.0) * len(tag)
+    w = torch.arange(1.0, 5.0) * len(tag) * mult
     ctx.checkpoints.save("toy", params, {"state_dict": {"w": w}, "summary": {"n": 4}, "provenance": {}})
     ctx.results.save("toy", params, {"n": 4}, provenance(0, 0.0, "cpu"))
 
@@ -77,9 +78,9 @@ def toy_interrupts(ctx) -> None:
     raise KeyboardInterrupt
 
 
-def _toy_units(tmp_path) -> list[Unit]:
-    pre = {t: Unit(f"pretrain {t}", "pretrain", toy_pretrain, (t,), stage=0, checkpoint=("toy", {"tag": t}))
-           for t in ("ab", "abc")}
+def _toy_units(tmp_path, mult: float = 1.0) -> list[Unit]:
+    pre = {t: Unit(f"pretrain {t}", "pretrain", toy_pretrain, (t,), {"mult": mult}, stage=0,
+                   checkpoint=("toy", {"tag": t})) for t in ("ab", "abc")}
     return [Unit(f"ft {t} x{s}", "finetune", toy_finetune, (t, s), needs=(pre[t],)) for t in pre for s in (1.0, 0.5)]
 
 
@@ -266,6 +267,15 @@ def test_ray_retries_a_raising_unit_then_reports_it_and_loses_nothing(ray_local,
     values = sorted(json.loads(p.read_text())["result"]["value"]
                     for p in (tmp_path / "r" / "results" / "toy_ft").glob("*.json"))
     assert values == [10.0, 15.0, 20.0, 30.0]  # both checkpoints reached the workers through the object store
+
+
+def test_ray_workers_keep_no_checkpoint_between_runs(ray_local, tmp_path):
+    """A checkpoint's key does not name the data it was trained on: a worker must use only what the driver sends."""
+    RayExecutor().run(_toy_units(tmp_path), _spec(tmp_path, "first"))
+    RayExecutor().run(_toy_units(tmp_path, mult=10.0), _spec(tmp_path, "second"))  # a fresh driver cache
+    values = sorted(json.loads(p.read_text())["result"]["value"]
+                    for p in (tmp_path / "second" / "results" / "toy_ft").glob("*.json"))
+    assert values == [100.0, 150.0, 200.0, 300.0]
 
 
 def test_ray_retries_a_unit_whose_worker_was_killed(ray_local, tmp_path):
