@@ -8,7 +8,7 @@ from .breadth import BREADTH_FACTORS, breadth_experiment, breadth_variants, cont
 from .core import (PATTERN_FIELDS, PRETRAIN_FIELDS, CacheMissError, CheckpointCache, Context, ErosionConfig,
                    ResultCache, eval_views, finetune_params, finetune_run, load_data, make_evaluator, new_model,
                    patterned_train_set, pretrain_summary, pretrained_model)
-from . import mechanism
+from . import mechanism, mitigation
 from .erosion import erosion_experiment
 from .representations import representation_experiment, representation_experiments
 

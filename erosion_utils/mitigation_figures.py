@@ -1,0 +1,147 @@
+"""Figures of the Mitigation and recovery chapter (cheap, rerun freely), from the tables of
+:mod:`erosion_utils.mitigation_report`, in the book's style (:func:`erosion_utils.plots.setup`): at most three
+panels per row, at most the page width, pattern and control in the same colours on every page. Each returns None
+when there is nothing to draw."""
+from __future__ import annotations
+
+import math
+
+import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from .claims import FOLLOW_PARTIAL
+from .mitigation_report import ARM_TITLES, STATISTICS
+from .pages import fmt_value
+from .plots import PAGE_WIDTH_IN, PALETTE, panel_grid
+
+ARM_COLOURS = {"pattern": PALETTE["pattern"], "control": PALETTE["control"], "scratch": "#7f7f7f"}
+MARKERS = "osD^vP*Xhp<>"
+
+
+def _nan(x) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def summary(stats: pd.DataFrame) -> plt.Figure | None:
+    """Clean accuracy after fine-tuning on patterned images against the follow rate, mean and 95% CI over seeds
+    (error bars), one marker per setting (the baseline in black); dashed line and band: the baseline control's clean
+    accuracy (mean, CI)."""
+    done = stats[stats.seeds > 0].reset_index(drop=True)
+    if done.empty:
+        return None
+    fig = plt.figure(figsize=(PAGE_WIDTH_IN, 3.4), layout="constrained")
+    ax = fig.add_subplot()
+    base = stats.iloc[0]
+    if base.seeds > 0:
+        lo = base.clean_control if _nan(base.clean_control_lo) else base.clean_control_lo
+        hi = base.clean_control if _nan(base.clean_control_hi) else base.clean_control_hi
+        ax.axhspan(lo, hi, color=ARM_COLOURS["control"], alpha=0.12, lw=0)
+        ax.axhline(base.clean_control, color=ARM_COLOURS["control"], lw=1, ls="--", label="baseline control")
+    kinds = [k for k in dict.fromkeys(done.kind) if k != "baseline"]
+    others = [c for c in sns.color_palette("tab10") if matplotlib.colors.to_hex(c) not in
+              {PALETTE["pattern"], PALETTE["control"]}]  # red and blue mean pattern run and control on every page
+    colours = {k: others[i % len(others)] for i, k in enumerate(kinds)}
+    colours["baseline"] = "black"
+    for i, r in done.iterrows():
+        def err(q):
+            return None if _nan(r[f"{q}_lo"]) else [[r[q] - r[f"{q}_lo"]], [r[f"{q}_hi"] - r[q]]]
+        ax.errorbar(r.follow_pattern, r.clean_pattern, xerr=err("follow_pattern"), yerr=err("clean_pattern"),
+                    fmt=MARKERS[i % len(MARKERS)], color=colours[r.kind], ms=6, capsize=2, lw=1, label=r.label)
+    ax.axvline(FOLLOW_PARTIAL, color="grey", lw=0.6, ls=":")
+    top = np.nanmax(np.r_[done.clean_pattern_hi.fillna(0).to_numpy(float), done.clean_pattern.to_numpy(float),
+                          [base.clean_control_hi if not _nan(base.clean_control_hi) else 0.0,
+                           base.clean_control if not _nan(base.clean_control) else 0.0]])
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(0, min(1.0, max(0.1, float(top) * 1.12)))
+    ax.set_xlabel("follow rate (reliance on the pattern)")
+    ax.set_ylabel("clean test accuracy")
+    ax.grid(alpha=0.3)
+    fig.legend(loc="outside right center", frameon=False)
+    return fig
+
+
+def interpolation(frame: pd.DataFrame) -> plt.Figure | None:
+    """Clean accuracy, matched accuracy and follow rate along alpha; solid: batch-norm statistics re-estimated on
+    clean training images, dashed: interpolated with the weights. Line: mean over seeds; band: range."""
+    if frame.empty:
+        return None
+    titles = {"clean_acc": "clean accuracy", "matched_acc": "matched accuracy", "follow_rate": "follow rate"}
+    fig, axes = panel_grid(3, panel_height=2.2, sharey=True)
+    styles = dict(zip(STATISTICS.values(), ("-", "--")))
+    for ax, (col, title) in zip(axes, titles.items()):
+        for stat, ls in styles.items():
+            sel = frame[frame.statistics == stat]
+            if sel.empty:
+                continue
+            g = sel.groupby("alpha")[col]
+            ax.fill_between(g.min().index, g.min(), g.max(), color="#9467bd", alpha=0.15, lw=0)
+            ax.plot(g.mean().index, g.mean(), ls=ls, marker="o", ms=3, color="#9467bd")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_title(title)
+        ax.set_xlabel("α")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("test set")
+    handles = [matplotlib.lines.Line2D([], [], color="#9467bd", ls=ls, label=f"batch-norm statistics {stat}")
+               for stat, ls in styles.items()]
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
+    return fig
+
+
+def recovery(curves: pd.DataFrame, steps: pd.DataFrame) -> plt.Figure | None:
+    """Clean accuracy over recovery steps (symlog), one panel per recovery rate (highest first, at most three): the
+    eroded network, the control and the network trained from scratch, all on clean images; dotted: the target."""
+    if curves.empty:
+        return None
+    lrs = sorted(curves.lr.unique(), reverse=True)[:3]
+    fig, axes = panel_grid(len(lrs), panel_height=2.3, sharey=True)
+    for ax, lr in zip(axes, lrs):
+        sel = curves[np.isclose(curves.lr, lr)]
+        for arm, colour in ARM_COLOURS.items():
+            g = sel[sel.arm == arm].groupby("step").clean_acc
+            if not len(g):
+                continue
+            ax.fill_between(g.min().index, g.min(), g.max(), color=colour, alpha=0.15, lw=0)
+            ax.plot(g.mean().index, g.mean(), color=colour, marker="o", ms=2.5, lw=1.5)
+        t = steps[(steps.seed == "mean") & np.isclose(steps.lr.astype(float), lr)]
+        if len(t):
+            ax.axhline(float(t.target.iloc[0]), color="k", lw=0.8, ls=":")
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_xlim(left=0)
+        ax.set_ylim(0, 1)
+        ax.set_title(f"recovery at lr {fmt_value(float(lr))}")
+        ax.set_xlabel("recovery step")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("clean test accuracy")
+    handles = [matplotlib.lines.Line2D([], [], color=c, lw=2, label=ARM_TITLES[a]) for a, c in ARM_COLOURS.items()]
+    handles.append(matplotlib.lines.Line2D([], [], color="k", lw=0.8, ls=":", label="target"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=4, frameon=False)
+    return fig
+
+
+def probes(frame: pd.DataFrame) -> plt.Figure | None:
+    """Clean-label probe accuracy per layer for the eroded and the control arm, at the start of recovery and at its
+    end for each recovery rate (at most three panels). Line: mean over seeds; band: range."""
+    if frame.empty:
+        return None
+    panels = ([("start", math.nan)] + [("end", lr) for lr in sorted(frame.lr.dropna().unique(), reverse=True)])[:3]
+    fig, axes = panel_grid(len(panels), panel_height=2.2, sharey=True)
+    for ax, (when, lr) in zip(axes, panels):
+        sel = frame[frame.when == when] if when == "start" else frame[(frame.when == when) & np.isclose(
+            frame.lr.fillna(-1.0), lr)]
+        for arm in ("pattern", "control"):
+            g = sel[sel.arm == arm].groupby("depth").probe_accuracy
+            if not len(g):
+                continue
+            ax.fill_between(g.min().index, g.min(), g.max(), color=ARM_COLOURS[arm], alpha=0.15, lw=0)
+            ax.plot(g.mean().index, g.mean(), color=ARM_COLOURS[arm], marker="o", ms=3)
+        ax.set_title("start of recovery" if when == "start" else f"end, lr {fmt_value(float(lr))}")
+        ax.set_xlabel("layer (input → output)")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("probe accuracy")
+    handles = [matplotlib.lines.Line2D([], [], color=ARM_COLOURS[a], lw=2, label=label)
+               for a, label in (("pattern", "eroded network (recovering)"), ("control", "control network"))]
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
+    return fig
