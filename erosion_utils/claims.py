@@ -46,6 +46,11 @@ def _empty(frame) -> bool:
     return frame is None or len(frame) == 0
 
 
+def _by_lr(frame: pd.DataFrame | None):
+    """(lr, rows) groups of ``frame``; none for a missing or empty frame."""
+    return [] if _empty(frame) else frame.groupby("finetune_lr")
+
+
 def erosion_lower_bound(mean: float, ci_low: float) -> float:
     """What claim 1 compares with the threshold: the lower end of the CI, or the mean when there is no interval."""
     return ci_low if ci_low is not None and not math.isnan(ci_low) else mean
@@ -66,8 +71,7 @@ def claim_accuracy_drop(seeds: pd.DataFrame | None) -> dict:
     """Claim 1: continued training on patterned data lowers clean test accuracy relative to the clean control.
     Holds at a learning rate when the lower end of the 95% CI of the erosion exceeds the threshold."""
     per_lr, holds = {}, []
-    rows = pd.DataFrame() if _empty(seeds) else seeds[seeds.quantity == "erosion"]
-    for lr, g in rows.groupby("finetune_lr"):
+    for lr, g in _by_lr(None if _empty(seeds) else seeds[seeds.quantity == "erosion"]):
         row = g.iloc[0]
         ok = erodes(row["mean"], row.ci_low)
         holds.append(ok)
@@ -81,8 +85,7 @@ def claim_accuracy_drop(seeds: pd.DataFrame | None) -> dict:
 def claim_pattern_reliance(seeds: pd.DataFrame | None) -> dict:
     """Claim 2: predictions on images carrying another class's pattern follow the pattern."""
     per_lr, holds, partial = {}, [], []
-    rows = pd.DataFrame() if _empty(seeds) else seeds[seeds.quantity == "follow_pattern"]
-    for lr, g in rows.groupby("finetune_lr"):
+    for lr, g in _by_lr(None if _empty(seeds) else seeds[seeds.quantity == "follow_pattern"]):
         m = float(g.iloc[0]["mean"])
         holds.append(m >= FOLLOW_THRESHOLD)
         partial.append(m >= FOLLOW_PARTIAL)
@@ -121,8 +124,7 @@ def claim_representations(layer_drop: pd.DataFrame | None) -> dict:
     some layer's probe accuracy falls by more than the threshold relative to the control and the mean fall in the
     deeper half of the network exceeds that in the shallower half."""
     per_lr, holds = {}, []
-    rows = pd.DataFrame() if _empty(layer_drop) else layer_drop
-    for lr, g in rows.groupby("finetune_lr"):
+    for lr, g in _by_lr(layer_drop):
         deep = float(g[g.relative_depth >= 0.5].probe_drop.mean())
         shallow = float(g[g.relative_depth < 0.5].probe_drop.mean())
         worst = g.loc[g.probe_drop.idxmax()]

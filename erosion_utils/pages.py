@@ -28,6 +28,9 @@ MISSING = "—"  # how a table shows a value that does not exist
 DIGITS = 3
 # columns holding parameters: shown exactly as given (0.0005, not 0.001), never rounded
 EXACT_COLUMNS = ("finetune_lr", "finetune_weight_decay", "fraction", "seed", "pattern_size", "width", "lr")
+# counts (stored as floats when a value is missing): shown without decimals
+INTEGER_COLUMNS = ("steps_to_erosion", "total_steps", "seeds", "depth", "rank_control", "rank_pattern", "computed",
+                   "eroded", "missing_settings", "step", "epochs")
 
 # human names of the columns the chapters show; anything else is shown with its underscores as spaces
 COLUMN_NAMES = {
@@ -155,6 +158,9 @@ def table_frame(frame: pd.DataFrame, columns: Iterable[str] | dict | None = None
         names = {c: human_column(c) for c in columns if c in frame.columns}
     shown = frame[list(names)].copy()
     for c in shown.columns:
+        if c in INTEGER_COLUMNS:
+            shown[c] = [MISSING if v is None or pd.isna(v) else str(int(round(float(v)))) for v in shown[c]]
+            continue
         exact = c in EXACT_COLUMNS
         shown[c] = [fmt_value(v.item() if hasattr(v, "item") else v) if exact and not pd.isna(v) else _cell(v, digits)
                     for v in shown[c]]
@@ -297,24 +303,28 @@ def representation_entries(resolved: "Resolved", ctx) -> tuple[list[dict], dict[
 
 def missing_frame(missing: dict[str, str | None]) -> pd.DataFrame:
     """One row per missing result: what it is, and why it is missing (``missing``: what -> reason or None)."""
-    return pd.DataFrame([{"result": what, "status": "missing", "why": why} for what, why in missing.items() if why],
-                        columns=["result", "status", "why"])
+    return pd.DataFrame([{"result": what, "why": why} for what, why in missing.items() if why],
+                        columns=["result", "why"])
 
 
-def missing_table(missing: dict[str, str | None], profile: str) -> Html:
-    """The "missing results" table a page shows in place of what it could not load (empty when nothing is missing).
-    It says how to compute them."""
+def missing_table(missing: dict[str, str | None], profile: str, shown_rows: int = 3) -> Html:
+    """The "missing results" note a page shows in place of what it could not load, with the list of what is missing
+    (folded beyond ``shown_rows`` rows); empty when nothing is missing. It says how to compute them."""
     frame = missing_frame(missing)
     if frame.empty:
         return Html("", "nothing missing")
-    how = ("Results of the paper profile are computed only on a GPU (`python -m erosion_utils paper`); on a CPU, "
-           "rerun the chapter with `--profile cpu` or `--profile smoke`." if profile == "paper" else
-           "Rerun the chapter with `python -m erosion_utils run <chapter> --profile " + profile + "` to compute them.")
-    note = (f'<p class="erosion-missing"><strong>Missing results.</strong> {plural(len(frame), "result")} this page '
-            f"needs {'is' if len(frame) == 1 else 'are'} not cached, so the numbers and figures that depend on "
-            f"{'it' if len(frame) == 1 else 'them'} are not shown. {html.escape(how)}</p>")
-    return Html(note + table(frame, {"result": "result", "status": "status", "why": "why"})._repr_html_(),
-                f"missing results: {', '.join(frame.result)}")
+    how = ("Results of the paper profile are computed only on a GPU (<code>python -m erosion_utils paper</code>); on a "
+           "CPU, rerun the chapter with <code>--profile cpu</code> or <code>--profile smoke</code>."
+           if profile == "paper" else
+           f"Rerun the chapter with <code>python -m erosion_utils run &lt;chapter&gt; --profile {html.escape(profile)}"
+           "</code> to compute them.")
+    n = len(frame)
+    note = (f'<p class="erosion-missing"><strong>Missing results.</strong> {plural(n, "result")} this page needs '
+            f"{'is' if n == 1 else 'are'} not cached, so the numbers and figures that depend on "
+            f"{'it' if n == 1 else 'them'} are not shown. {how}</p>")
+    listed = table(frame, {"result": "missing result", "why": "why"})
+    body = listed._repr_html_() if n <= shown_rows else fold(listed, f"The {n} missing results")._repr_html_()
+    return Html(note + body, f"missing results: {', '.join(frame.result)}")
 
 
 def missing_sentence(what: str) -> str:

@@ -140,10 +140,17 @@ def erosion_headline(traj: pd.DataFrame) -> plt.Figure | None:
 def erosion_metrics(traj: pd.DataFrame, metrics=("matched_acc", "follow_rate", "mismatched_acc",
                                                  "train_loss")) -> plt.Figure | None:
     """The other metrics over fine-tuning steps: one row per metric (titled), one panel per learning rate (rates
-    beyond three wrap onto further rows of the same metric)."""
+    beyond three wrap onto further rows of the same metric); with one rate, the metrics two per row."""
     if traj.empty:
         return None
     lrs = sorted(traj.finetune_lr.unique())
+    if len(lrs) == 1:  # one rate: the metrics side by side, two per row
+        fig, axes = panel_grid(len(metrics), ncols=2, panel_height=1.9)
+        for ax, metric in zip(axes, metrics):
+            _curves(ax, traj, metric)
+            ax.set_title(METRIC_TITLES[metric])
+        _condition_legend(fig)
+        return fig
     ncols = min(MAX_COLS, len(lrs))
     per_metric = math.ceil(len(lrs) / ncols)
     fig, axes = panel_grid(ncols * per_metric * len(metrics), ncols=ncols, panel_height=1.75)

@@ -88,8 +88,9 @@ def erosion_key(rate_stats: dict[float, dict], profile: str) -> str:
 
 # ------------------------------------------------------------------------------------------------------ breadth
 
-def breadth_design(sweeps: dict[str, list], around_lrs: list[float]) -> str:
-    """What the breadth page varied (``sweeps``: :meth:`Resolved.sweeps`)."""
+def breadth_design(sweeps: dict[str, list], around_lrs: list[float], frame: pd.DataFrame | None = None) -> str:
+    """What the breadth page varied (``sweeps``: :meth:`Resolved.sweeps`; ``frame``: :func:`analysis.breadth_frame`,
+    whose grid rows say whether the learning rate x weight decay grid added any setting)."""
     factors = [f"{FACTOR_WORDS[f]} ({join_values(v)})" for f, v in sweeps.items() if f in FACTOR_WORDS and v]
     around = rates_phrase(around_lrs)
     if factors:
@@ -97,7 +98,8 @@ def breadth_design(sweeps: dict[str, list], around_lrs: list[float]) -> str:
     else:
         text = f"No factor is varied: only the base setting is run, at {around}."
     lrs, wds = sweeps.get("finetune_lr"), sweeps.get("finetune_weight_decay")
-    if lrs or wds:
+    grid_rows = None if frame is None else int((frame.factor == "finetune_lr x weight_decay").sum())
+    if (lrs or wds) and grid_rows != 0:
         text += (f" It also runs the grid of fine-tuning learning rate ({join_values(lrs or ['the base rate'])}) x "
                  f"weight decay ({join_values(wds or ['the base decay'])}) for the base setting.")
     return text
@@ -155,7 +157,7 @@ def representation_key(claim4: dict, profile: str) -> str:
     """Plain text for the Key results box: the largest per-layer probe loss at every rate."""
     if not claim4["per_lr"]:
         return f"missing: no cached results for this chapter's parameters ({profile} profile)"
-    parts = [f"{fmt(v['max_probe_drop'])} at lr {fmt_value(lr)} (layer {v['max_drop_layer']})"
+    parts = [f"at lr {fmt_value(lr)}, {fmt(v['max_probe_drop'])} in layer {v['max_drop_layer']}"
              for lr, v in sorted(claim4["per_lr"].items())]
     return "largest per-layer loss of clean-label probe accuracy against the control: " + "; ".join(parts) + \
         f" ({profile} profile)"

@@ -67,16 +67,18 @@ summary = analysis.summary_frame(runs)
 stats = analysis.rate_stats(analysis.seed_table(summary))
 used = [r[k] for r in runs for k in ("pretrain", "pattern", "control")]
 glue("key_erosion", prose.erosion_key(stats, profile))
-display(Markdown(f"{profile_note(profile)} {compute_note(used)} {prose.rates_sentence(lrs)} Each rate is run "
-                 f"with {plural(len(seeds), 'seed', one_word=True)} ({', '.join(map(str, seeds))})."))
+display(Markdown(f"{profile_note(profile)} {compute_note(used)} {prose.rates_sentence(lrs)} "
+                 f"{'It is' if len(lrs) == 1 else 'Each rate is'} run with {plural(len(seeds), 'seed', one_word=True)} "
+                 f"({', '.join(map(str, seeds))})."))
 display(missing_table(missing, profile))
 
 # %% tags=["remove-input"]
 line = "Line: the one seed's run." if len(seeds) == 1 else f"Line: mean over {len(seeds)} seeds; band: range over seeds."
+panels = f"at fine-tuning learning rate {lrs[0]:g}" if len(lrs) == 1 else "one panel per fine-tuning learning rate"
 display(figure("fig_erosion", plots.erosion_headline(traj),
                "Clean test accuracy over fine-tuning steps (log-scaled after step 1) for the pattern run (red) and the "
-               "clean control (blue), both from the same pretrained weights; one panel per fine-tuning learning rate. "
-               f"{line} Profile: {profile}.", "fig-erosion"))
+               f"clean control (blue), both from the same pretrained weights; {panels}. {line} Profile: {profile}.",
+               "fig-erosion"))
 display(Markdown(prose.erosion_paragraphs(stats) if stats else "No rate has results: see the missing results above."))
 
 # %% [markdown]
@@ -90,7 +92,8 @@ display(Markdown(prose.erosion_paragraphs(stats) if stats else "No rate has resu
 display(figure("fig_metrics", plots.erosion_metrics(traj),
                "Matched accuracy, follow rate (mismatched images classified as the pattern's class), mismatched "
                "accuracy (true label) and training loss over fine-tuning steps, pattern run (red) against control "
-               f"(blue); one row per metric, one panel per learning rate. {line} Profile: {profile}.", "fig-metrics"))
+               f"(blue); {panels if len(lrs) == 1 else 'one row per metric, one panel per learning rate'}. {line} "
+               f"Profile: {profile}.", "fig-metrics"))
 
 # %% [markdown]
 # ## Pretraining
@@ -103,8 +106,9 @@ display(Markdown(prose.pretrain_sentence([r["pretrain"] for r in runs])))
 
 # %% tags=["remove-input"]
 display(figure("fig_seeds", plots.seed_bars(summary),
-               "Final clean test accuracy of the pattern run and its control, per fine-tuning learning rate; bars are "
-               f"means, dots are seeds. Profile: {profile}.", "fig-erosion-seeds"))
+               "Final clean test accuracy of the pattern run and its control, per fine-tuning learning rate; "
+               + ("bar and dot: the one seed." if len(seeds) == 1 else "bars are means, dots are seeds.")
+               + f" Profile: {profile}.", "fig-erosion-seeds"))
 display(table(summary, ["finetune_lr", "seed", "clean_start", "clean_pattern", "clean_control", "erosion",
                         "follow_pattern", "matched_pattern", "steps_to_erosion"]))
 

@@ -14,11 +14,12 @@
 # (breadth)=
 # # Breadth
 #
-# How broad is the phenomenon? Around a base setting we change one factor at a time: the architecture, the pattern
-# kind, the pattern size *k*, the fraction *p* of patched training images, and the dataset, around each fine-tuning
-# learning rate in `around_lrs`; and we run a grid of fine-tuning learning rate x weight decay for the base
-# setting. Each setting is one seed and a shorter fine-tuning run than in {ref}`erosion`; controls (clean
-# fine-tuning) are shared by settings that differ only in the pattern.
+# How broad is the phenomenon? Around a base setting, the chapter changes one factor at a time (the architecture,
+# the pattern kind, the pattern size *k*, the fraction *p* of patched training images, the dataset) around each
+# fine-tuning learning rate in `around_lrs`, and it can run a grid of fine-tuning learning rate x weight decay for
+# the base setting; the first paragraph below says what this page ran. Each setting is one seed and a shorter
+# fine-tuning run than in {ref}`erosion`; controls (clean fine-tuning) are shared by settings that differ only in
+# the pattern.
 #
 # For each setting we report the **erosion** (final clean test accuracy of the control minus that of the pattern
 # run) and the **follow rate** (the share of mismatched test images whose prediction is the pattern's class).
@@ -68,7 +69,7 @@ rows = breadth_experiment(run.config, run.sweeps(), Context.for_profile(profile)
 frame = analysis.breadth_frame(rows)  # settings without a cached result are rows marked missing
 used = [r[k] for r in rows if not r.get("missing") for k in ("pattern", "control")]
 display(Markdown(f"{profile_note(profile)} {compute_note(used)} "
-                 f"{prose.breadth_design(run.sweeps(), run.extras['around_lrs'])}"))
+                 f"{prose.breadth_design(run.sweeps(), run.extras['around_lrs'], frame)}"))
 display(Markdown(prose.breadth_results(frame, EROSION_THRESHOLD)))
 display(missing_table({f"breadth: {label}": "not cached" for label in frame[frame.missing].label}, profile))
 
@@ -106,7 +107,8 @@ display(provenance_table(used))
 # %% tags=["remove-input"]
 if run.extras["supplement_profile"]:
     sup = resolve("breadth", run.extras["supplement_profile"])
-    sup_rows = breadth_experiment(sup.config, sup.sweeps(), Context.for_profile(sup.profile), sup.extras["around_lrs"])
+    # cached results only: building the book never trains; fill it with `run 02_breadth --profile cpu`
+    sup_rows = breadth_experiment(sup.config, sup.sweeps(), Context(compute=False), sup.extras["around_lrs"])
     sup_frame = analysis.breadth_frame(sup_rows)
     sup_used = [r[k] for r in sup_rows if not r.get("missing") for k in ("pattern", "control")]
     display(Markdown(f"The settings the {profile} profile could not compute are missing above. The supplement runs the "
@@ -115,6 +117,8 @@ if run.extras["supplement_profile"]:
                      "missing settings, and the claims chapter does not use it. "
                      f"{profile_note(sup.profile, 'Every number and figure of this supplement')} "
                      f"{compute_note(sup_used)} {prose.breadth_results(sup_frame, EROSION_THRESHOLD)}"))
+    display(missing_table({f"supplement: {label}": "not cached" for label in sup_frame[sup_frame.missing].label},
+                          sup.profile))
     display(figure("fig_breadth_supplement", plots.breadth_summary(sup_frame),
                    f"Erosion and follow rate per setting at the `{sup.profile}` profile, one seed per setting; labels "
                    "as in the first figure.", "fig-breadth-supplement"))

@@ -75,11 +75,13 @@ display(missing_table(missing, profile))
 
 # %% tags=["remove-input"]
 n_layers = layers.depth.nunique()
+lrs = sorted(run.extras["finetune_lrs"])
 display(figure("fig_layers", plots.layer_profiles(layers),
                f"Per layer (input to output, {n_layers} taps): clean-label probe accuracy, numerical rank and "
                "pattern-class probe accuracy, for the pretrained network (black), the pattern-fine-tuned network at "
                "several steps (light to dark red) and at the end (`pattern`), and the clean control at the end (blue). "
-               f"One row per fine-tuning learning rate. Profile: {profile}.", "fig-layers"))
+               + (f"Fine-tuning learning rate {lrs[0]:g}." if len(lrs) == 1 else "One row per fine-tuning learning rate.")
+               + f" Profile: {profile}.", "fig-layers"))
 display(Markdown(prose.representation_paragraphs(verdict) if verdict["per_lr"] else
                  "No rate has results: see the missing results above."))
 

@@ -10,7 +10,6 @@ import ast
 import functools
 import http.server
 import json
-import math
 import re
 import threading
 import time
@@ -40,9 +39,10 @@ GLUE_DIRECTIVE = re.compile(r"^[`:]{3,}\{glue(?::(?:any|figure|md|math))?\}[ \t]
 BAD_SELECTORS = (".output.traceback", ".output.error", ".output.stderr", "div.cell_output .stderr", ".problematic",
                  ".system-message", ".system-messages")
 BAD_TEXT = ("Traceback", "??", "{glue", "<Figure size")
-# Jupyter Book 1 emits sphinx-thebe's inline `const THEBE_JS_URL = ...` script twice per page; the second one throws.
-# Harmless (thebe is never launched here, and would need the network), so it is the one JS error tolerated.
-KNOWN_JS_ERRORS = ("Identifier 'THEBE_JS_URL' has already been declared",)
+# No JavaScript error is tolerated: _config.yml drops sphinx_thebe, whose inline script Sphinx 7.4 wrote twice per page
+# ("Identifier 'THEBE_JS_URL' has already been declared").
+KNOWN_JS_ERRORS: tuple[str, ...] = ()
+TEXT_WIDTH_PX = 672  # the text width of a page at a 1280 px viewport (plots.TEXT_WIDTH_IN at 96 px per inch)
 
 
 def _toc_files(toc: dict) -> list[str]:
@@ -86,10 +86,21 @@ def _glued(nb: dict) -> dict[str, dict]:
     return out
 
 
+def _markdown_text(nb: dict, outputs: bool) -> str:
+    """The notebook's markdown cells, or (``outputs``) its ``text/markdown`` outputs (generated prose, figures)."""
+    def text(value):
+        return "".join(value) if isinstance(value, list) else value
+
+    if not outputs:
+        return "\n".join(text(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown")
+    return "\n".join(text(o["data"]["text/markdown"]) for c in nb["cells"] for o in c.get("outputs", [])
+                     if "text/markdown" in o.get("data", {}))
+
+
 def _glue_references(nb: dict) -> tuple[list[str], list[str]]:
-    """(inline glue keys, figure/directive glue keys) referenced in the markdown cells, in order."""
-    text = "\n".join("".join(c["source"]) if isinstance(c["source"], list) else c["source"]
-                     for c in nb["cells"] if c["cell_type"] == "markdown")
+    """(inline glue keys, figure/directive glue keys) referenced in the markdown cells and in the generated Markdown
+    outputs, in order."""
+    text = _markdown_text(nb, False) + "\n" + _markdown_text(nb, True)
     roles = [ref.split(":", 1)[0] for ref in GLUE_ROLE.findall(text)]
     return roles, GLUE_DIRECTIVE.findall(text)
 
@@ -195,33 +206,39 @@ def test_glued_keys_referenced_in_markdown_exist(book, name):
     nb = json.loads(book["executed"][name].read_text())
     glued = _glued(nb)
     roles, directives = _glue_references(nb)
-    if name != "04_claims":
+    if name in ("00_patterns", "01_erosion", "02_breadth", "03_representations"):
         assert directives, f"{name} has no glued figure"
     missing = sorted(set(roles + directives) - set(glued))
     assert not missing, f"{name}: glue keys referenced in the markdown but never glued: {missing}"
-    for key in directives:
-        assert "image/png" in glued[key], f"{name}: figure {key!r} was glued without an image: {glued[key]}"
+    for key in directives:  # SVG: shown at its natural size, fonts at their point size
+        assert "image/svg+xml" in glued[key], f"{name}: figure {key!r} was glued without an SVG: {list(glued[key])}"
     for key in roles:
         assert "text/plain" in glued[key], f"{name}: {key!r} has no text/plain value"
 
 
-def test_erosion_glued_values(book):
+def test_erosion_prose_matches_the_results(book):
+    """The generated sentences quote the cached results: erosion is the control's final clean accuracy minus the
+    pattern run's, for every rate of the smoke profile (one seed: no interval)."""
+    from erosion_utils import analysis
+    from erosion_utils.cache import ResultCache
+    from erosion_utils.experiments import finetune_params
+    from erosion_utils.profiles import resolve
+
     nb = json.loads(book["executed"]["01_erosion"].read_text())
-    values = {k: _literal(v["text/plain"]) for k, v in _glued(nb).items() if "text/plain" in v and
-              not k.startswith("fig_")}
-    assert values["n_seeds"] == 1  # smoke: seeds=[0]
-    assert values["lr_list"] == "0.01, 0.1"
-    assert values["lr_low"] == 0.01 and values["lr_high"] == 0.1
-    assert values["all_perfect"] in ("all reached", "not all reached")
-    for key in ("pretrain_train_acc_min", "pretrain_test_acc"):
-        assert 0 <= values[key] <= 1, (key, values[key])
-    quantities = [k for k in values if re.match(r"(clean|matched|follow)_\w+_(low|high)$", k)]
-    assert {"clean_pattern_low", "clean_control_low", "follow_pattern_high", "matched_pattern_high"} <= set(quantities)
-    for key in quantities:  # means over seeds; with one seed the CI bounds (_lo/_hi) are nan
-        assert isinstance(values[key], float) and 0 <= values[key] <= 1, (key, values[key])
-    for which in ("low", "high"):
-        erosion = values[f"erosion_{which}"]
-        assert math.isclose(erosion, values[f"clean_control_{which}"] - values[f"clean_pattern_{which}"], abs_tol=1e-6)
+    text = _markdown_text(nb, True)
+    key = _literal(_glued(nb)["key_erosion"]["text/plain"])
+    ero = resolve("erosion", "smoke")
+    cache = ResultCache(book["results"])
+    assert ero.extras["seeds"] == [0]
+    for lr in ero.extras["finetune_lrs"]:
+        cfg = replace(ero.config, seed=0, finetune_lr=lr)
+        s = analysis.run_summary(cache.load("finetune", finetune_params(cfg, True)),
+                                 cache.load("finetune", finetune_params(cfg, False)))
+        quoted = f"{round(s['erosion'], 3) + 0.0:.3f} (one seed: no interval)"
+        assert f"**At lr {lr:g}** (one seed)" in text and f"Erosion: {quoted}" in text, (lr, quoted)
+        assert f"at lr {lr:g}, erosion {quoted}" in key
+        assert f"{s['clean_pattern']:.3f}, the control at {s['clean_control']:.3f}" in text
+    assert "95% CI" not in text and not re.search(r"\bnan\b|\bNone\b", text)
 
 
 # ----------------------------------------------------------------------------------------------- result cache
@@ -365,6 +382,29 @@ def test_page_in_browser(book, server, browser, shots_dir, doc):
             assert page.locator("span.pasted-text").count() == len(roles), f"{doc}: glued text not pasted everywhere"
         if doc.endswith(("00_patterns", "01_erosion", "02_breadth", "03_representations")):
             assert sum(img["fig"] for img in images) >= 1, f"{doc}: a chapter with figures shows no figure image"
+        # legible at the page width: every figure is an SVG shown at its natural size (fonts at their point size),
+        # no wider than the text
+        shown = page.eval_on_selector_all(
+            "figure img", "els => els.map(e => ({src: e.getAttribute('src'), nat: e.naturalWidth, w: e.clientWidth}))")
+        for img in shown:
+            assert img["src"].endswith(".svg"), f"{doc}: figure {img['src']} is not SVG"
+            assert img["nat"] <= TEXT_WIDTH_PX + 2 and img["w"] >= img["nat"] - 2, f"{doc}: figure shrunk: {img}"
+        # every table fits the text or scrolls inside its own box
+        unboxed = page.eval_on_selector_all("article table", """els => els.filter(t => {
+            const article = t.closest('article').getBoundingClientRect();
+            if (t.getBoundingClientRect().width <= article.width + 1) return false;
+            for (let e = t.parentElement; e && e.tagName !== 'ARTICLE'; e = e.parentElement) {
+                const o = getComputedStyle(e).overflowX;
+                if ((o === 'auto' || o === 'scroll') && e.getBoundingClientRect().width <= article.width + 1)
+                    return false;
+            }
+            return true;
+        }).length""")
+        assert unboxed == 0, f"{doc}: {unboxed} tables overflow the page"
+        if doc == TOC_FILES[0]:  # the Key results box: pasted from the chapters, never empty
+            pasted = page.locator("div.admonition span.pasted-text").all_inner_texts()
+            assert len(pasted) >= 3 and all(len(p) > 20 for p in pasted), pasted  # one per chapter
+            assert "lr 0.01" in pasted[0] and "lr 0.1" in pasted[0] and "one seed: no interval" in pasted[0]
 
         for selector in BAD_SELECTORS:
             assert page.locator(selector).count() == 0, f"{doc}: found {selector}"

@@ -1,0 +1,216 @@
+"""The report layer on hand-built results: wording helpers, tables, folds, missing results, generated sentences under
+any number of rates and seeds, claim regimes, and figure legibility at the page width. Seconds, no training."""
+from __future__ import annotations
+
+import math
+import re
+
+import matplotlib
+import pandas as pd
+import pytest
+
+matplotlib.use("Agg")
+
+from erosion_utils import analysis, claims, pages, plots, prose  # noqa: E402
+from erosion_utils.experiments import CacheMissError, Context, ResultCache  # noqa: E402
+from erosion_utils.profiles import resolve  # noqa: E402
+
+BAD_PROSE = re.compile(r"\bnan\b|\bNone\b|\binf\b|n/a|-0\.000\b", re.I)
+
+
+def entry(clean, follow, matched=None, seed=0):
+    matched = matched or clean
+    records = [{"step": 10 * i, "epoch": i / 10, "train_loss": 0.1 + 0.01 * i, "clean_acc": c, "matched_acc": m,
+                "mismatched_acc": c, "follow_rate": f} for i, (c, f, m) in enumerate(zip(clean, follow, matched))]
+    return {"name": "finetune", "key": f"k{seed}{hash((tuple(clean), tuple(follow), seed)) & 0xffffff}",
+            "params": {}, "result": {"records": records, "total_steps": 10 * (len(clean) - 1)},
+            "provenance": {"git_commit": "abc", "git_dirty": False, "device": "cpu", "torch": "x", "wall_time_s": 1.0,
+                           "seed": seed, "utc_time": "t"}}
+
+
+def runs(lrs, seeds, drop=0.6, follow=0.99):
+    """Pattern runs that lose ``drop`` of clean accuracy at rates >= 0.1 (none below), with their controls."""
+    out = []
+    for lr in lrs:
+        for s in seeds:
+            d = drop + 0.01 * s if lr >= 0.1 else 0.005 * s
+            f = follow if lr >= 0.1 else 0.02
+            out.append({"seed": s, "finetune_lr": lr, "pattern": entry([0.9, 0.9, 0.9 - d], [0.0, 0.1, f], seed=s),
+                        "control": entry([0.9, 0.85, 0.9], [0.0, 0.0, 0.02], seed=s),
+                        "pretrain": {"provenance": {"seed": s}, "result": {"train_accuracy": 1.0, "test_accuracy": 0.9,
+                                                                           "reached_target": True}}})
+    return out
+
+
+def stats_of(r):
+    return analysis.rate_stats(analysis.seed_table(analysis.summary_frame(r)))
+
+
+# ----------------------------------------------------------------------------------------------------- wording
+
+def test_plural_join_and_numbers():
+    assert pages.plural(1, "seed") == "1 seed" and pages.plural(3, "seed") == "3 seeds"
+    assert pages.plural(1, "seed", one_word=True) == "one seed"
+    assert pages.plural(2, "class", "classes") == "2 classes"
+    assert pages.join_values([0.1]) == "0.1"
+    assert pages.join_values([0.01, 0.1]) == "0.01 and 0.1"
+    assert pages.join_values([0.01, 0.05, 0.1]) == "0.01, 0.05 and 0.1"
+    assert pages.join_values([]) == "none"
+    assert pages.rates_phrase([0.1, 0.0005]) == "lr 0.0005 and 0.1"
+    assert pages.fmt(-0.0001) == "0.000" and pages.fmt(0.30749) == "0.307" and pages.fmt(3) == "3"
+    assert pages.fmt(float("nan")) == "n/a" and pages.fmt(None) == "n/a" and pages.fmt(float("inf")) == "n/a"
+
+
+def test_ci_phrase_one_seed_has_no_interval():
+    assert pages.ci_phrase(0.307, 0.177, 0.437, 3) == "0.307 (95% CI 0.177 to 0.437, 3 seeds)"
+    assert pages.ci_phrase(0.307, math.nan, math.nan, 1) == "0.307 (one seed: no interval)"
+    assert pages.ci_phrase(math.nan, math.nan, math.nan, 0) == "n/a (no result)"
+
+
+# ------------------------------------------------------------------------------------------------------- tables
+
+def test_table_three_decimals_human_names_no_index_scrolls():
+    frame = pd.DataFrame({"finetune_lr": [0.0005, 0.1], "erosion": [0.123456, float("nan")], "holds": [True, False],
+                          "steps_to_erosion": [None, 40]}, index=["a", "b"])
+    shown = pages.table_frame(frame)
+    assert list(shown.columns) == ["fine-tuning lr", "erosion", "holds", "steps to half the drop"]
+    assert shown["fine-tuning lr"].tolist() == ["0.0005", "0.1"]  # parameters exactly, never rounded
+    assert shown["erosion"].tolist() == ["0.123", "—"] and shown["holds"].tolist() == ["yes", "no"]
+    html = pages.table(frame)._repr_html_()
+    assert 'overflow-x:auto' in html and "<th>a</th>" not in html and ">a<" not in html  # no pandas index
+    assert "0.123456" not in html and "nan" not in html.lower()
+    folded = pages.fold(pages.table(frame), "Parameters (2)")._repr_html_()
+    assert folded.startswith("<details") and "<summary>Parameters (2)</summary>" in folded and "</table>" in folded
+
+
+def test_missing_table_lists_what_is_missing_and_nothing_else():
+    assert pages.missing_table({"a": None}, "paper")._repr_html_() == ""
+    html = pages.missing_table({"run at lr 0.1": "no cached 'finetune' result", "found": None}, "paper")._repr_html_()
+    assert "Missing results" in html and "run at lr 0.1" in html and "found" not in html
+    assert "python -m erosion_utils paper" in html
+
+
+def test_load_or_missing_turns_a_cache_miss_into_a_reason():
+    def miss():
+        raise CacheMissError("no cached result")
+
+    assert pages.load_or_missing(lambda: 3) == (3, None)
+    assert pages.load_or_missing(miss) == (None, "no cached result")
+
+
+def test_empty_results_folder_gives_missing_rows_not_errors(tmp_path):
+    ctx = Context(device="cpu", results=ResultCache(tmp_path / "results"), compute=False)
+    ero = resolve("erosion", "paper")
+    got, missing = pages.erosion_runs(ero, ctx)
+    assert got == [] and len(missing) == len(ero.extras["seeds"]) * len(ero.extras["finetune_lrs"])
+    assert all(missing.values())
+    entries, rep_missing = pages.representation_entries(resolve("representations", "paper"), ctx)
+    assert entries == [] and all(rep_missing.values())
+    # every analysis step copes with no results at all (the AttributeError 'erosion' of a fresh clone)
+    assert analysis.summary_frame([]).empty and "erosion" in analysis.summary_frame([])
+    frame = analysis.breadth_frame([{"factor": "base", "config": ero.config.as_dict(), "missing": True}])
+    assert "erosion" in frame and frame.missing.all()
+    assert claims.claim_breadth(frame)["verdict"] == "not tested"
+    assert analysis.layer_erosion(analysis.layers_frame([])).empty
+    assert [c["verdict"] for c in claims.all_claims(analysis.seed_table(analysis.summary_frame([])), None, None)] == \
+        ["not tested"] * 4
+    assert prose.erosion_key({}, "paper").startswith("missing")
+    assert "missing" in prose.breadth_results(frame)
+
+
+# ----------------------------------------------------------------------------------------------------- prose
+
+@pytest.mark.parametrize("lrs,seeds", [([0.05], [0]), ([0.01, 0.1], [0, 1, 2]), ([0.01, 0.05, 0.1], [0])])
+def test_erosion_sentences_follow_the_parameters(lrs, seeds):
+    stats = stats_of(runs(lrs, seeds))
+    text = prose.erosion_paragraphs(stats) + " " + prose.rates_sentence(lrs) + " " + prose.erosion_key(stats, "smoke")
+    assert not BAD_PROSE.search(text), BAD_PROSE.search(text)
+    for lr in lrs:
+        assert f"lr {lr:g}" in text
+    assert text.count("**At lr") == len(lrs)
+    if len(seeds) == 1:
+        assert "one seed: no interval" in text and "95% CI" not in text and "1 seeds" not in text
+    else:
+        assert "95% CI" in text and f"{len(seeds)} seeds" in text
+    if len(lrs) == 1:
+        assert "one fine-tuning learning rate" in text and "rates" not in prose.rates_sentence(lrs)
+    # outcomes only by the rules: erosion (0.6) at 0.1, none at 0.01 or 0.05
+    for lr, para in zip(sorted(lrs), prose.erosion_paragraphs(stats).split("\n\n")):
+        assert ("this is erosion" in para) == (lr >= 0.1), para
+        assert ("the pattern was picked up" in para) == (lr >= 0.1), para
+
+
+def test_pretrain_sentence_singular_and_plural():
+    one = prose.pretrain_sentence([r["pretrain"] for r in runs([0.1, 0.01], [0])])
+    assert one.startswith("The pretrained network (one seed)") and "seeds" not in one
+    three = prose.pretrain_sentence([r["pretrain"] for r in runs([0.1], [0, 1, 2])])
+    assert three.startswith("Over 3 seeds") and "all reached" in three
+
+
+def test_claim_regimes_state_where_a_claim_holds():
+    both = claims.claim_accuracy_drop(analysis.seed_table(analysis.summary_frame(runs([0.01, 0.1], [0, 1, 2]))))
+    assert both["verdict"] == "partly reproduced"
+    assert claims.regime(both) == "reproduced at lr 0.1, not at lr 0.01"
+    assert prose.verdict_line(both) == "**Verdict: partly reproduced**: reproduced at lr 0.1, not at lr 0.01."
+    one = claims.claim_accuracy_drop(analysis.seed_table(analysis.summary_frame(runs([0.05], [0]))))
+    assert claims.regime(one) == "not reproduced at the one rate tested (lr 0.05)"
+    assert "one fine-tuning learning rate tested" in claims.lr_dependence_sentence(one)
+    none = claims.claim_accuracy_drop(None)
+    assert none["verdict"] == "not tested" and claims.regime(none) == "not tested (no results)"
+    assert "not tested" in claims.lr_dependence_sentence(none)
+    key = prose.verdicts_key(claims.all_claims(None, None, None))
+    assert key.count("not tested") == 4
+
+
+def test_breadth_design_and_results_for_a_one_factor_sweep():
+    text = prose.breadth_design({"arch": ["mlp"]}, [0.01])
+    assert text == "Around lr 0.01, this page changes one factor at a time: the architecture (mlp)."
+    assert "grid" not in text
+    assert "No factor is varied" in prose.breadth_design({}, [0.01, 0.1])
+    grid = {"arch": ["mlp"], "finetune_lr": [0.01, 0.1], "finetune_weight_decay": [0.0]}
+    assert "grid of fine-tuning learning rate (0.01 and 0.1) x weight decay (0)" in prose.breadth_design(grid, [0.01])
+    frame = pd.DataFrame({"factor": ["base", "arch"]})  # the grid added no setting: not mentioned
+    assert "grid" not in prose.breadth_design(grid, [0.01], frame)
+
+
+# ------------------------------------------------------------------------------------------------------ figures
+
+def trajectories(lrs, seeds=(0, 1)):
+    return analysis.trajectory_frame(runs(lrs, list(seeds)))
+
+
+@pytest.mark.parametrize("lrs", [[0.05], [0.01, 0.1], [0.001, 0.01, 0.05, 0.1]])
+def test_figures_are_legible_at_page_width(lrs):
+    plots.setup()
+    traj = trajectories(lrs)
+    figs = {"headline": plots.erosion_headline(traj), "metrics": plots.erosion_metrics(traj),
+            "seeds": plots.seed_bars(analysis.summary_frame(runs(lrs, [0, 1])))}
+    for name, fig in figs.items():
+        assert fig is not None
+        assert plots.legibility_problems(fig) == [], name
+        matplotlib.pyplot.close(fig)
+    head = plots.erosion_headline(traj)
+    panels = [ax for ax in head.axes if ax.get_visible()]
+    assert len(panels) == len(lrs)  # one panel per rate, the headline figure shows clean accuracy only
+    assert all(ax.get_title() == f"lr = {lr:g}" for ax, lr in zip(panels, sorted(lrs)))
+    colours = {matplotlib.colors.to_hex(line.get_color()) for ax in panels for line in ax.get_lines()}
+    assert colours <= {plots.PALETTE["pattern"], plots.PALETTE["control"]}  # the shared colours
+    matplotlib.pyplot.close(head)
+
+
+def test_legibility_check_catches_small_fonts_wide_figures_and_crowded_rows():
+    fig, axes = matplotlib.pyplot.subplots(1, 4, figsize=(10, 2))
+    axes[0].set_title("tiny", fontsize=6)
+    problems = " ".join(plots.legibility_problems(fig))
+    assert "wide" in problems and "4 panels in a row" in problems and "below 9 pt" in problems
+    matplotlib.pyplot.close(fig)
+
+
+def test_figure_functions_return_none_without_results():
+    empty = analysis.trajectory_frame([])
+    assert plots.erosion_headline(empty) is None and plots.erosion_metrics(empty) is None
+    assert plots.seed_bars(analysis.summary_frame([])) is None
+    assert plots.layer_profiles(analysis.layers_frame([])) is None
+    frame = analysis.breadth_frame([{"factor": "base", "config": resolve("breadth", "smoke").config.as_dict(),
+                                     "missing": True}])
+    assert plots.breadth_summary(frame) is None and plots.lr_wd_heatmaps(frame) is None
