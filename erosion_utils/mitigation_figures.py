@@ -32,7 +32,7 @@ def summary(stats: pd.DataFrame) -> plt.Figure | None:
     done = stats[stats.seeds > 0].reset_index(drop=True)
     if done.empty:
         return None
-    fig = plt.figure(figsize=(PAGE_WIDTH_IN, 3.4), layout="constrained")
+    fig = plt.figure(figsize=(PAGE_WIDTH_IN, 3.9), layout="constrained")
     ax = fig.add_subplot()
     base = stats.iloc[0]
     if base.seeds > 0:
@@ -45,11 +45,13 @@ def summary(stats: pd.DataFrame) -> plt.Figure | None:
               {PALETTE["pattern"], PALETTE["control"]}]  # red and blue mean pattern run and control on every page
     colours = {k: others[i % len(others)] for i, k in enumerate(kinds)}
     colours["baseline"] = "black"
+    rank = done.groupby("kind").cumcount()  # the second setting of a kind: open marker
     for i, r in done.iterrows():
         def err(q):
             return None if _nan(r[f"{q}_lo"]) else [[r[q] - r[f"{q}_lo"]], [r[f"{q}_hi"] - r[q]]]
         ax.errorbar(r.follow_pattern, r.clean_pattern, xerr=err("follow_pattern"), yerr=err("clean_pattern"),
-                    fmt=MARKERS[i % len(MARKERS)], color=colours[r.kind], ms=6, capsize=2, lw=1, label=r.label)
+                    fmt=MARKERS[rank[i] % len(MARKERS)], color=colours[r.kind], ms=6, capsize=2, lw=1,
+                    mfc=colours[r.kind] if rank[i] == 0 else "white", mew=1.3, label=r.label)
     ax.axvline(FOLLOW_PARTIAL, color="grey", lw=0.6, ls=":")
     top = np.nanmax(np.r_[done.clean_pattern_hi.fillna(0).to_numpy(float), done.clean_pattern.to_numpy(float),
                           [base.clean_control_hi if not _nan(base.clean_control_hi) else 0.0,
@@ -83,7 +85,7 @@ def interpolation(frame: pd.DataFrame) -> plt.Figure | None:
         ax.set_title(title)
         ax.set_xlabel("α")
         ax.grid(alpha=0.3)
-    axes[0].set_ylabel("test set")
+    axes[0].set_ylabel("accuracy or rate")
     handles = [matplotlib.lines.Line2D([], [], color="#9467bd", ls=ls, label=f"batch-norm statistics {stat}")
                for stat, ls in styles.items()]
     fig.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
@@ -132,13 +134,14 @@ def probes(frame: pd.DataFrame) -> plt.Figure | None:
         sel = frame[frame.when == when] if when == "start" else frame[(frame.when == when) & np.isclose(
             frame.lr.fillna(-1.0), lr)]
         for arm in ("pattern", "control"):
-            g = sel[sel.arm == arm].groupby("depth").probe_accuracy
+            g = sel[sel.arm == arm].assign(layer_no=sel.depth + 1).groupby("layer_no").probe_accuracy
             if not len(g):
                 continue
             ax.fill_between(g.min().index, g.min(), g.max(), color=ARM_COLOURS[arm], alpha=0.15, lw=0)
             ax.plot(g.mean().index, g.mean(), color=ARM_COLOURS[arm], marker="o", ms=3)
         ax.set_title("start of recovery" if when == "start" else f"end, lr {fmt_value(float(lr))}")
-        ax.set_xlabel("layer (input → output)")
+        ax.set_xlabel("layer (1: nearest the input)")
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("probe accuracy")
     handles = [matplotlib.lines.Line2D([], [], color=ARM_COLOURS[a], lw=2, label=label)

@@ -13,7 +13,8 @@ import numpy as np
 import pandas as pd
 
 from .analysis import mean_ci, run_summary
-from .claims import EROSION_THRESHOLD, FOLLOW_PARTIAL, FOLLOW_THRESHOLD, PROBE_THRESHOLD, erodes, picks_up_pattern
+from .claims import (EROSION_THRESHOLD, FOLLOW_PARTIAL, FOLLOW_THRESHOLD, PICKUP_THRESHOLD, PROBE_THRESHOLD, erodes,
+                     picks_up_pattern)
 from .pages import ci_phrase, fmt, fmt_value, join_values, plural
 
 KEEP_MARGIN = 0.03  # clean accuracy at most this far below the reference counts as kept
@@ -30,9 +31,10 @@ RULES = {
                    f"more than {REDUCE_MARGIN:g} below the baseline's; otherwise it **does not prevent** erosion. "
                    f"When the baseline itself does not erode (claim 1's rule: lower CI end above "
                    f"{EROSION_THRESHOLD:g}), there is nothing to prevent. The network **follows the pattern** when "
-                   f"the mean follow rate is at least {FOLLOW_THRESHOLD:g}, **partly** from {FOLLOW_PARTIAL:g}; it "
-                   f"**still learns the pattern** when matched accuracy or the follow rate rises by more than 0.05 "
-                   f"over the run. It **keeps clean accuracy** when its mean erosion is at most {KEEP_MARGIN:g}."),
+                   f"the mean follow rate is at least {FOLLOW_THRESHOLD:g}, **partly** from {FOLLOW_PARTIAL:g}, and "
+                   f"otherwise **ignores** it; an ignored pattern is still **learned** when matched accuracy or the "
+                   f"follow rate rises by more than {PICKUP_THRESHOLD:g} over the run. It **keeps clean accuracy** "
+                   f"when its mean erosion is at most {KEEP_MARGIN:g}."),
     "interpolation": (f"an interpolation weight α > 0 keeps clean accuracy when the mean clean accuracy at α is at "
                       f"most {KEEP_MARGIN:g} below that at α = 0 (the pretrained network), and drops the pattern when "
                       f"the mean follow rate is below {FOLLOW_PARTIAL:g}; batch-norm statistics re-estimated on clean "
@@ -53,9 +55,9 @@ RULES = {
 }
 
 RECOVERY_VERDICTS = ("suppression", "destruction", "partial", "nothing to recover")
-EXTRA_COMPUTE = {"baseline": "—", "freeze": "less: no gradients for the frozen stages",
-                 "head_only": "less: only the classifier trains at first", "l2sp": "a penalty term per step",
-                 "erase": "noise written into corners", "lower_lr": "none", "warmup": "none", "fraction": "none"}
+EXTRA_COMPUTE = {"baseline": "—", "freeze": "less (fewer gradients)", "head_only": "less (fewer gradients at first)",
+                 "l2sp": "a penalty per step", "erase": "corner noise per image", "lower_lr": "none", "warmup": "none",
+                 "fraction": "none"}
 ARM_TITLES = {"pattern": "eroded → clean", "control": "control → clean", "scratch": "from scratch"}
 
 
@@ -145,15 +147,14 @@ def mitigation_verdict(row: pd.Series | dict, baseline: pd.Series | dict) -> dic
         status = "reduces"
     else:
         status = "does not prevent"
-    words = {"erodes": "erodes", "does not erode": "does not erode (claim 1's rule)",
-             "no baseline": "no baseline result to compare with", "nothing to prevent":
-             "the baseline does not erode: nothing to prevent", "prevents": "prevents erosion",
-             "reduces": "reduces erosion", "does not prevent": "does not prevent erosion"}
+    words = {"erodes": "erodes", "does not erode": "does not erode",
+             "no baseline": "no baseline to compare with", "nothing to prevent": "nothing to prevent",
+             "prevents": "prevents erosion", "reduces": "reduces erosion", "does not prevent": "does not prevent it"}
     pattern_words = {"follows": "follows the pattern", "partly follows": "partly follows the pattern",
-                     "does not follow": "does not follow the pattern"}
+                     "does not follow": "ignores the pattern"}
     text = f"{words[status]}; {pattern_words[pattern]}"
     if pattern == "does not follow":
-        text += " but still learns it" if learns else " and does not learn it"
+        text += " (learns it)" if learns else " (does not learn it)"
     return {"erosion": status, "pattern": pattern, "learns": learns, "keeps": keeps, "text": text}
 
 
@@ -288,12 +289,13 @@ def interpolation_answer(frame: pd.DataFrame) -> dict:
     scope = seeds_scope(frame.seed.nunique())
     if window:
         best = max(window)
+        at = "" if len(window) == 1 else f"; at the largest, α = {fmt_value(best)},"
         sentence = (f"Yes, on this grid: at α = {join_values(window)} the interpolated network keeps clean "
                     f"accuracy within {fmt_value(KEEP_MARGIN)} of the pretrained network's ({fmt(ref)}) and follows "
-                    f"the pattern in fewer than {fmt_value(FOLLOW_PARTIAL)} of mismatched images ({scope}); at the "
-                    f"largest, α = {fmt_value(best)}, clean accuracy is {fmt(curve.loc[best, 'clean_acc'])}, "
-                    f"the follow rate {fmt(curve.loc[best, 'follow_rate'])} and matched accuracy "
-                    f"{fmt(curve.loc[best, 'matched_acc'])}.")
+                    f"the pattern in fewer than {fmt_value(FOLLOW_PARTIAL)} of mismatched images ({scope}){at} "
+                    f"clean accuracy is {fmt(curve.loc[best, 'clean_acc'])}, the follow rate "
+                    f"{fmt(curve.loc[best, 'follow_rate'])} and matched accuracy "
+                    f"{fmt(curve.loc[best, 'matched_acc'])}.").replace(f"({scope}) clean", f"({scope}): clean")
     else:
         sentence = (f"No: no α > 0 on this grid keeps clean accuracy within {fmt_value(KEEP_MARGIN)} of the "
                     f"pretrained network's ({fmt(ref)}) while the follow rate stays below "
@@ -301,10 +303,13 @@ def interpolation_answer(frame: pd.DataFrame) -> dict:
     order = []
     if first_loss is not None:
         order.append(f"clean accuracy first falls out of the margin at α = {fmt_value(first_loss)}")
+    else:
+        order.append("clean accuracy stays within the margin up to α = 1")
     if first_follow is not None:
         order.append(f"the follow rate first reaches {fmt_value(FOLLOW_PARTIAL)} at α = {fmt_value(first_follow)}")
-    if order:
-        sentence += " Along the path, " + " and ".join(order) + "."
+    else:
+        order.append(f"the follow rate stays below {fmt_value(FOLLOW_PARTIAL)} up to α = 1")
+    sentence += " Along the path (re-estimated statistics), " + " and ".join(order) + "."
     return {"window": window, "reference": ref, "first_follow": first_follow, "first_loss": first_loss,
             "sentence": sentence}
 
@@ -421,11 +426,13 @@ def recovery_verdicts(steps: pd.DataFrame, gaps: pd.DataFrame) -> dict[float, di
     out = {}
     start = gaps[gaps.when == "start"]
     start_gap = float(start.gap.max()) if len(start) else math.nan
-    for _, r in steps[steps.seed == "mean"].iterrows():
+    for _, r in steps[steps.seed == "mean"].sort_values("lr", ascending=False, kind="stable").iterrows():
         lr = float(r.lr)
         end = gaps[(gaps.when == "end") & np.isclose(gaps.lr.astype(float), lr)]
         end_gap = float(end.gap.max()) if len(end) else math.nan
-        worst = end.loc[end.gap.idxmax()].layer if len(end) else None
+        n_layers = int(gaps.depth.max()) + 1 if len(gaps) else 0
+        worst = (f"layer {int(end.loc[end.gap.idxmax()].depth) + 1} of {n_layers}, "
+                 f"{end.loc[end.gap.idxmax()].layer}") if len(end) else None
         rec = None if _nan(r.steps_pattern) else int(r.steps_pattern)
         scr = None if _nan(r.steps_scratch) else int(r.steps_scratch)
         speed = recovery_speed(rec, scr, r.end_pattern, r.end_scratch)
@@ -449,14 +456,16 @@ def recovery_verdicts(steps: pd.DataFrame, gaps: pd.DataFrame) -> dict[float, di
                     f"{fmt(r.end_control)} for the control and {fmt(r.end_scratch)} for scratch. ")
         if not _nan(end_gap):
             sentence += (f"The largest per-layer probe deficit of the eroded network against the control is "
-                         f"{fmt(start_gap)} at the start of recovery and {fmt(end_gap)} (layer {worst}) at its end. ")
-        why = {"fast": "recovery is fast", "slow": "recovery is as slow as learning from scratch",
+                         f"{fmt(start_gap)} at the start of recovery and {fmt(end_gap)} ({worst}) at its end. ")
+        why = {"fast": ("the eroded network reaches the target and scratch does not" if scr is None else
+                        "the eroded network needs at most half of scratch's steps"),
+               "slow": "recovery is as slow as learning from scratch",
                "between": ("neither network reaches the target, but the eroded network ends ahead of scratch"
                            if rec is None and scr is None else "recovery is faster than scratch, but not by half")}
         probe_words = "the probes come back" if probes_back else "some layer's probes stay behind"
-        sentence += {"suppression": f"Verdict: **suppression**: {why[speed]} and {probe_words}.",
+        sentence += {"suppression": f"Verdict: **suppression**: {why[speed]}; {probe_words}.",
                      "destruction": f"Verdict: **destruction**: {why[speed]}.",
-                     "partial": f"Verdict: **partial**: {why[speed]}, and {probe_words}.",
+                     "partial": f"Verdict: **partial**: {why[speed]}; {probe_words}.",
                      "nothing to recover": "Verdict: **nothing to recover**: the eroded network starts at or above "
                                            "the target."}[verdict]
         out[lr] = {"verdict": verdict, "speed": speed, "steps_pattern": rec, "steps_scratch": scr,
@@ -467,12 +476,13 @@ def recovery_verdicts(steps: pd.DataFrame, gaps: pd.DataFrame) -> dict[float, di
 
 def recovery_steps_table(steps: pd.DataFrame) -> pd.DataFrame:
     """:func:`recovery_steps` as the page shows it."""
-    def cell(v):
-        return "not within the run" if _nan(v) else str(int(v))
+    def cell(v, total):
+        return f"> {int(total)}" if _nan(v) else str(int(v))
 
+    steps = steps.sort_values("lr", ascending=False, kind="stable")
     return pd.DataFrame([{"recovery lr": fmt_value(float(r.lr)), "seed": str(r.seed),
                           "target clean acc.": fmt(r.target),
-                          "eroded at start": fmt(r.start_pattern), "steps: eroded → target": cell(r.steps_pattern),
-                          "steps: scratch → target": cell(r.steps_scratch), "end: eroded": fmt(r.end_pattern),
+                          "eroded at start": fmt(r.start_pattern), "steps: eroded → target": cell(r.steps_pattern, r.total_steps),
+                          "steps: scratch → target": cell(r.steps_scratch, r.total_steps), "end: eroded": fmt(r.end_pattern),
                           "end: control": fmt(r.end_control), "end: scratch": fmt(r.end_scratch)}
                          for _, r in steps.iterrows()])
