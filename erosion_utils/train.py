@@ -1,6 +1,7 @@
 """SGD training on a dataset held whole on the device (as airbench does), with dense early evaluation.
 
-On CUDA: uint8 data resident on the GPU, bf16 autocast, channels_last. On CPU: float32.
+On CUDA: uint8 data resident on the GPU, bf16 autocast, channels_last, and one CUDA-graphed SGD step (graphs.py) when
+no fine-tuning constraint is active (EROSION_CUDA_GRAPHS=0 turns it off). On CPU: float32, eager.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from . import graphs
 from .validation import check_choice, check_number
 
 SCHEDULES = ("constant", "step", "cosine", "onecycle")
@@ -165,6 +167,11 @@ class Constraints:
     erase_prob: float = 0.0
     erase_size: int = 0
 
+    @property
+    def active(self) -> bool:
+        """Whether any constraint changes plain SGD (the CUDA-graphed step is used only when none does)."""
+        return bool(self.frozen or self.head_only_steps or self.l2sp_alpha > 0 or self.erase_prob > 0)
+
 
 def _under(name: str, prefixes) -> bool:
     return any(name == p or name.startswith(p + ".") for p in prefixes)
@@ -225,6 +232,9 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
     opt = torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
                           nesterov=cfg.nesterov and cfg.momentum > 0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg.schedule, warmup))
+    graphed = None
+    if graphs.graphs_available(device) and not con.active:  # CUDA only: one captured SGD step (graphs.py)
+        graphed = graphs.TrainStep(model, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov)
 
     def fixed_modules(step: int) -> list[str]:
         """Modules held fixed (no gradient, batch-norm statistics frozen) at ``step``."""
@@ -275,13 +285,17 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
                 xb = _augment(xb, gen)
             if device.type == "cuda":
                 xb = xb.contiguous(memory_format=torch.channels_last)
-            with _autocast(device):
-                loss = F.cross_entropy(model(xb), yb)
-            objective = loss + l2sp_penalty(model, con.anchor, con.l2sp_alpha) if anchored else loss
-            opt.zero_grad(set_to_none=True)
-            objective.backward()
-            opt.step()
-            sched.step()
+            if graphed is not None:
+                graphed.set_lr(cfg.lr * lr_factor(step, total, cfg.schedule, warmup))
+                loss = graphed(xb, yb)
+            else:
+                with _autocast(device):
+                    loss = F.cross_entropy(model(xb), yb)
+                objective = loss + l2sp_penalty(model, con.anchor, con.l2sp_alpha) if anchored else loss
+                opt.zero_grad(set_to_none=True)
+                objective.backward()
+                opt.step()
+                sched.step()
             loss_sum += loss.detach().float()
             loss_max = torch.maximum(loss_max, loss.detach().float())
             loss_count += 1
