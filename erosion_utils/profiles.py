@@ -13,11 +13,13 @@ from dataclasses import dataclass, fields
 
 import yaml
 
-from .experiments import ErosionConfig, breadth_variants
+from .experiments import ErosionConfig, breadth_variants, mechanism, mitigation
 from .validation import ParameterError, check_choice, check_keys, check_number
 
 PROFILES = ("smoke", "cpu", "paper")
-EXPERIMENTS = ("patterns", "erosion", "breadth", "representations", "claims")
+# chapters whose experiment module carries its own profiles: PROFILE_CONFIG, PROFILE_EXTRAS, validate_extras
+CHAPTERS = {"mechanism": mechanism, "mitigation": mitigation}
+EXPERIMENTS = ("patterns", "erosion", "breadth", "representations", "claims") + tuple(CHAPTERS)
 
 _BASE = {
     "smoke": dict(train_per_class=16, test_per_class=8, width=0.0625, pretrain_epochs=4, pretrain_lr=0.05,
@@ -62,10 +64,13 @@ _CONFIG = {
     "breadth": {"smoke": dict(), "cpu": dict(finetune_epochs=2, n_evals=8),
                 "paper": dict(finetune_epochs=2, n_evals=8)},
 }
+_EXTRAS.update({name: module.PROFILE_EXTRAS for name, module in CHAPTERS.items()})
+_CONFIG.update({name: module.PROFILE_CONFIG for name, module in CHAPTERS.items()})
 # the configuration fields a notebook exposes as parameters
 CONFIG_PARAMS = ("dataset", "arch", "width", "train_per_class", "test_per_class", "pretrain_epochs", "pretrain_lr",
                  "pattern", "pattern_size", "corner", "fraction", "finetune_epochs", "finetune_weight_decay",
-                 "finetune_batch_size", "n_evals")
+                 "finetune_batch_size", "n_evals", "finetune_warmup_epochs", "freeze_stages", "head_only_epochs",
+                 "l2sp_alpha", "erase_corners")
 SWEEPS = {"archs": "arch", "patterns": "pattern", "pattern_sizes": "pattern_size", "fractions": "fraction",
           "datasets": "dataset", "finetune_lrs": "finetune_lr", "finetune_weight_decays": "finetune_weight_decay"}
 
@@ -103,7 +108,7 @@ def parameter_names(experiment: str) -> list[str]:
         return ["seed", "dataset", "pattern_size", "corner"] + names
     if experiment == "claims":
         return []
-    seed = [] if experiment == "erosion" else ["seed"]
+    seed = [] if "seeds" in _EXTRAS[experiment]["paper"] else ["seed"]
     return seed + list(CONFIG_PARAMS) + names
 
 
@@ -205,6 +210,8 @@ def resolve(experiment: str, profile: str = "cpu", **overrides) -> Resolved:
     if "supplement_profile" in extras:
         check_choice("supplement_profile", extras["supplement_profile"], [None] + [p for p in PROFILES if p != profile])
     resolved = Resolved(experiment, profile, config, extras)
+    if experiment in CHAPTERS:
+        CHAPTERS[experiment].validate_extras(extras, config)
     if experiment == "breadth":
         for k in SWEEPS:
             extras[k] = _check_list(k, extras[k], lambda v: None)

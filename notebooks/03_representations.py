@@ -52,6 +52,11 @@ finetune_epochs: "Optional[float]" = None  # epochs of fine-tuning; None: the pr
 finetune_weight_decay: "Optional[float]" = None  # weight decay of fine-tuning; None: the profile's value
 finetune_batch_size: "Optional[int]" = None  # batch size of fine-tuning; None: the profile's value
 n_evals: "Optional[int]" = None  # test-set evaluations along fine-tuning, at least 2; None: the profile's value
+finetune_warmup_epochs: "Optional[float]" = None  # linear learning-rate warm-up from 0, in epochs (0: none); None: the profile's value
+freeze_stages: "Optional[int]" = None  # mitigation: freeze the first k stages (0: none); None: the profile's value
+head_only_epochs: "Optional[float]" = None  # mitigation (LP-FT): epochs training only the classifier first; None: the profile's value
+l2sp_alpha: "Optional[float]" = None  # mitigation (L2-SP): pull towards the pretrained weights (0: off); None: the profile's value
+erase_corners: "Optional[float]" = None  # mitigation: probability of erasing a random corner square; None: the profile's value
 
 # %% tags=["hide-input"]
 from IPython.display import Markdown, display
