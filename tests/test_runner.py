@@ -19,9 +19,11 @@ from erosion_utils import cli, profiles, runner
 from erosion_utils.validation import ParameterError
 
 REPO = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ["00_patterns", "01_erosion", "02_breadth", "03_representations", "04_claims"]
+NOTEBOOKS = ["00_patterns", "01_erosion", "02_breadth", "03_representations", "04_claims", "05_mechanism",
+             "06_mitigation"]
 EXPERIMENTS = {"00_patterns": "patterns", "01_erosion": "erosion", "02_breadth": "breadth",
-               "03_representations": "representations", "04_claims": "claims"}
+               "03_representations": "representations", "04_claims": "claims", "05_mechanism": "mechanism",
+               "06_mitigation": "mitigation"}
 
 
 @pytest.fixture
