@@ -293,6 +293,7 @@ if len(done):
 glue("mechanism_instability", inst["verdict"])
 glue("mechanism_drift", drift["verdict"])
 glue("mechanism_noise", noise["verdict"])
+glue("key_mechanism", mr.key_result(inst, drift, noise, profile))
 display(Markdown("\n\n".join([
     "- " + mr.instability_sentence(inst, ex["eroding_lr"]),
     "- " + mr.drift_sentence(drift),
