@@ -332,8 +332,9 @@ def noise_sentence(v: dict, collapse: dict) -> str:
 
 
 def key_result(instability: dict, drift: dict, noise: dict, profile: str) -> str:
-    """One line for the book's Key results box: the three verdicts of the chapter and the profile."""
-    return (f"instability (a loss spike, and a calm warm-up preventing erosion) **{instability['verdict']}**, "
-            f"slow drift **{drift['verdict']}**, and the batch-size effect is carried by "
-            f"**{ {'both': 'both the number of steps and the noise scale', 'number of steps': 'the number of steps', 'noise scale': 'the noise scale lr/batch', 'neither': 'neither steps nor noise scale alone'}.get(noise['verdict'], noise['verdict'])}** "
+    """Plain text for the book's Key results box: the three verdicts of the chapter and the profile."""
+    carried = {"both": "both the number of steps and the noise scale", "number of steps": "the number of steps",
+               "noise scale": "the noise scale lr/batch", "neither": "neither steps nor noise scale alone"}
+    return (f"instability (a loss spike, and a calm warm-up preventing erosion) {instability['verdict']}; slow drift "
+            f"{drift['verdict']}; the batch-size effect is carried by {carried.get(noise['verdict'], noise['verdict'])} "
             f"({profile} profile)")
