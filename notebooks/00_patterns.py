@@ -74,7 +74,7 @@ display(Markdown(profile_note(profile)))
 corner = cfg.corner.replace("_", "-")
 display(figure("fig_patterns", plots.pattern_gallery(rows, [f"{names[int(a)]}\n(pattern: {names[int(b)]})"
                                                             for a, b in zip(y, other)]),
-               f"{plural(len(idx), 'test image').capitalize()} (columns; title: the true class and the class of the "
+               f"Test images in columns ({plural(len(idx), 'image')}; title: the true class and the class of the "
                f"mismatched pattern) shown clean and with each pattern kind, matched and mismatched. Pattern size "
                f"*k* = {cfg.pattern_size}, corner: {corner}. Profile: {profile}.", "fig-patterns"))
 display(Markdown(f"The dataset has {plural(data.num_classes, 'class', 'classes')} and was read from "

@@ -111,7 +111,8 @@ display(Markdown(prose.pretrain_sentence([r["pretrain"] for r in runs])))
 
 # %% tags=["remove-input"]
 display(figure("fig_seeds", plots.seed_bars(summary),
-               "Final clean test accuracy of the pattern run and its control, per fine-tuning learning rate; "
+               "Final clean test accuracy of the pattern run and its control, "
+               + (f"at fine-tuning learning rate {lrs[0]:g}; " if len(lrs) == 1 else "per fine-tuning learning rate; ")
                + ("bar and dot: the one seed." if len(seeds) == 1 else "bars are means, dots are seeds.")
                + f" Profile: {profile}.", "fig-erosion-seeds"))
 display(table(summary, ["finetune_lr", "seed", "clean_start", "clean_pattern", "clean_control", "erosion",
