@@ -90,6 +90,13 @@ display(Markdown(claims.lr_dependence_sentence(c1) + " The verdicts above are gi
                                                      "as evidence either way." if n_missing else "")))
 
 # %% [markdown]
+# ## When and why (beyond the paper)
+#
+# The paper does not ask why erosion depends on the fine-tuning regime, nor whether a smaller batch acts through its
+# gradient noise or through its larger number of steps. The {ref}`mechanism` chapter does, by rules stated there.
+# Its verdicts, with the profile it was built with: {glue:text}`05_mechanism.ipynb::key_mechanism:s`.
+
+# %% [markdown]
 # ## Provenance of every result used
 
 # %% tags=["remove-input"]
