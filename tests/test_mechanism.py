@@ -192,3 +192,37 @@ def test_control_pairs_read_the_right_runs():
     pairs = mr.control_pairs(pd.DataFrame(rows), 64)
     assert pairs.to_dict("records") == [{"finetune_lr": 0.1, "batch_size": 128, "reference": 0.4,
                                          "same_epochs": 0.05, "same_steps": 0.37, "same_noise": 0.1}]
+
+
+# --- figures from the committed cpu-profile results ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def committed_cpu():
+    r = resolve("mechanism", "cpu")
+    rows = mechanism_experiment(r.config, r.extras, Context(compute=False))
+    return r, rows, mr.run_frame(rows)
+
+
+def test_committed_cpu_results_are_complete(committed_cpu):
+    r, rows, frame = committed_cpu
+    assert len(rows) >= 90 and not frame.missing.any()
+    cells = mr.cell_stats(mr.in_group(frame, "map"), ["batch_size", "finetune_lr"])
+    assert len(cells) >= 15 and cells.seeds.min() >= 3, ">= 5 rates x 3 batch sizes, >= 3 seeds per cell"
+    assert all("weight_distance" in rec for row in rows for rec in row["pattern"]["result"]["records"])
+
+
+def test_every_figure_is_legible_at_page_width(committed_cpu):
+    import matplotlib.pyplot as plt
+
+    from erosion_utils import mechanism_figures as figs
+    from erosion_utils.plots import legibility_problems, setup
+
+    setup()
+    r, rows, frame = committed_cpu
+    made = [figs.phase_map(frame, mr.steps_by_batch(frame)), figs.controls(frame, r.config.finetune_batch_size),
+            figs.collapse(frame), figs.weight_decay(frame), figs.warmup_curves(rows, r.extras["eroding_lr"]),
+            figs.duration_curves(rows), figs.spike_vs_erosion(frame)]
+    for fig in made:
+        assert fig is not None
+        assert legibility_problems(fig) == [], fig.axes[0].get_title()
+        plt.close(fig)
