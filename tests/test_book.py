@@ -101,8 +101,16 @@ def _glue_references(nb: dict) -> tuple[list[str], list[str]]:
     """(inline glue keys, figure/directive glue keys) referenced in the markdown cells and in the generated Markdown
     outputs, in order."""
     text = _markdown_text(nb, False) + "\n" + _markdown_text(nb, True)
-    roles = [ref.split(":", 1)[0] for ref in GLUE_ROLE.findall(text)]
+    refs = [ref for ref in GLUE_ROLE.findall(text) if "::" not in ref]  # pasted from this notebook
+    roles = [ref.split(":", 1)[0] for ref in refs]
     return roles, GLUE_DIRECTIVE.findall(text)
+
+
+def _cross_references(nb: dict) -> list[tuple[str, str]]:
+    """(notebook name, key) of every glue pasted from another notebook (``{glue:text}`other.ipynb::key```)."""
+    text = _markdown_text(nb, False) + "\n" + _markdown_text(nb, True)
+    return [(Path(ref.split("::", 1)[0]).stem, ref.split("::", 1)[1].split(":", 1)[0])
+            for ref in GLUE_ROLE.findall(text) if "::" in ref]
 
 
 def _literal(text: str):
@@ -210,6 +218,8 @@ def test_glued_keys_referenced_in_markdown_exist(book, name):
         assert directives, f"{name} has no glued figure"
     missing = sorted(set(roles + directives) - set(glued))
     assert not missing, f"{name}: glue keys referenced in the markdown but never glued: {missing}"
+    for other, key in _cross_references(nb):
+        assert key in _glued(json.loads(book["executed"][other].read_text())), f"{name}: {other}::{key} never glued"
     for key in directives:  # SVG: shown at its natural size, fonts at their point size
         assert "image/svg+xml" in glued[key], f"{name}: figure {key!r} was glued without an SVG: {list(glued[key])}"
     for key in roles:
