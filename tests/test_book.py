@@ -389,7 +389,8 @@ def test_page_in_browser(book, server, browser, shots_dir, doc):
             roles, directives = _glue_references(nb)
             n_figures = sum(img["fig"] for img in images)
             assert n_figures >= len(directives), f"{doc}: {n_figures} figure images for {len(directives)} glued figures"
-            assert page.locator("span.pasted-text").count() == len(roles), f"{doc}: glued text not pasted everywhere"
+            pasted = len(roles) + len(_cross_references(nb))
+            assert page.locator("span.pasted-text").count() == pasted, f"{doc}: glued text not pasted everywhere"
         if doc.endswith(("00_patterns", "01_erosion", "02_breadth", "03_representations")):
             assert sum(img["fig"] for img in images) >= 1, f"{doc}: a chapter with figures shows no figure image"
         # legible at the page width: every figure is an SVG shown at its natural size (fonts at their point size),
