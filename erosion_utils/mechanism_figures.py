@@ -141,71 +141,57 @@ def _trajectories(rows: list[dict], keep) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+CURVE_METRICS = (("clean_acc", "clean accuracy"), ("follow_rate", "follow rate"),
+                 ("train_loss_max", "largest batch loss"))
+
+
+def _curve_rows(rows: list[tuple[str, pd.DataFrame, float]]) -> plt.Figure:
+    """One row of three panels (clean accuracy, follow rate, largest batch loss over epochs; pattern run and control;
+    line: mean, band: range over seeds) per ``(label, trajectories, shaded epochs)``."""
+    fig, axes = panel_grid(3 * len(rows), panel_height=1.7)
+    for i, (label, sub, shade) in enumerate(rows):
+        for j, (metric, title) in enumerate(CURVE_METRICS):
+            ax = axes[3 * i + j]
+            if metric not in sub:
+                ax.set_visible(False)
+                continue
+            sns.lineplot(data=sub, x="epoch", y=metric, hue="condition", hue_order=["pattern", "control"],
+                         palette=PALETTE, errorbar=("pi", 100), ax=ax, legend=False)
+            if metric == "train_loss_max":
+                ax.set_yscale("log")
+                ax.axhline(SPIKE_LOSS, color="k", lw=0.6, ls=":")
+            else:
+                ax.set_ylim(-0.02, 1.02)
+            if shade > 0:
+                ax.axvspan(0, shade, color="#cccccc", alpha=0.4, lw=0)
+            ax.set_title(f"{title}, {label}" if j == 0 else title)
+            ax.set_xlabel("fine-tuning epoch" if i == len(rows) - 1 else "")
+            ax.set_ylabel("")
+            ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], color=PALETTE[c], lw=2, label=CONDITION_LABELS[c]) for c in PALETTE]
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
+    return fig
+
+
 def warmup_curves(rows: list[dict], eroding_lr: float) -> plt.Figure | None:
-    """Clean accuracy, follow rate and the largest batch loss over fine-tuning epochs at ``eroding_lr``, for each
-    warm-up (one row of panels per warm-up; pattern run and control; line: mean, band: range over seeds)."""
+    """Clean accuracy, follow rate and the largest batch loss over fine-tuning epochs at ``eroding_lr``, one row of
+    panels per warm-up (shaded: the warm-up)."""
     traj = _trajectories(rows, lambda r: "warmup" in r["groups"] and np.isclose(r["config"]["finetune_lr"],
                                                                                   eroding_lr))
     if traj.empty:
         return None
-    warmups = sorted(traj.warmup_epochs.unique())
-    metrics = (("clean_acc", "clean accuracy"), ("follow_rate", "follow rate"), ("train_loss_max", "largest batch loss"))
-    fig, axes = panel_grid(3 * len(warmups), panel_height=1.7)
-    for i, w in enumerate(warmups):
-        sub = traj[traj.warmup_epochs == w]
-        for j, (metric, title) in enumerate(metrics):
-            ax = axes[3 * i + j]
-            if metric not in sub:
-                ax.set_visible(False)
-                continue
-            sns.lineplot(data=sub, x="epoch", y=metric, hue="condition", hue_order=["pattern", "control"],
-                         palette=PALETTE, errorbar=("pi", 100), ax=ax, legend=False)
-            if metric == "train_loss_max":
-                ax.set_yscale("log")
-                ax.axhline(SPIKE_LOSS, color="k", lw=0.6, ls=":")
-            else:
-                ax.set_ylim(-0.02, 1.02)
-            if w > 0:
-                ax.axvspan(0, w, color="#cccccc", alpha=0.4, lw=0)
-            ax.set_title(f"{title}, warm-up {w:g} ep" if j == 0 else title)
-            ax.set_xlabel("fine-tuning epoch" if i == len(warmups) - 1 else "")
-            ax.set_ylabel("")
-            ax.grid(alpha=0.3)
-    handles = [plt.Line2D([], [], color=PALETTE[c], lw=2, label=CONDITION_LABELS[c]) for c in PALETTE]
-    fig.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
-    return fig
+    return _curve_rows([(f"warm-up {w:g} ep", traj[traj.warmup_epochs == w], w)
+                        for w in sorted(traj.warmup_epochs.unique())])
 
 
 def duration_curves(rows: list[dict]) -> plt.Figure | None:
-    """Follow rate, clean accuracy and the largest batch loss over epochs of the long stable runs, one row per rate."""
+    """Clean accuracy, follow rate and the largest batch loss over epochs of the long stable runs, one row per rate."""
     long = _trajectories(rows, lambda r: "duration" in r["groups"])
     if long.empty:
         return None
     long = long[long.epochs == long.epochs.max()]
-    lrs = sorted(long.finetune_lr.unique())
-    metrics = (("clean_acc", "clean accuracy"), ("follow_rate", "follow rate"), ("train_loss_max", "largest batch loss"))
-    fig, axes = panel_grid(3 * len(lrs), panel_height=1.7)
-    for i, lr in enumerate(lrs):
-        sub = long[np.isclose(long.finetune_lr, lr)]
-        for j, (metric, title) in enumerate(metrics):
-            ax = axes[3 * i + j]
-            if metric not in sub:
-                ax.set_visible(False)
-                continue
-            sns.lineplot(data=sub, x="epoch", y=metric, hue="condition", hue_order=["pattern", "control"],
-                         palette=PALETTE, errorbar=("pi", 100), ax=ax, legend=False)
-            if metric == "train_loss_max":
-                ax.set_yscale("log")
-                ax.axhline(SPIKE_LOSS, color="k", lw=0.6, ls=":")
-            else:
-                ax.set_ylim(-0.02, 1.02)
-            ax.set_title(f"{title}, lr {lr:g}" if j == 0 else title)
-            ax.set_xlabel("fine-tuning epoch" if i == len(lrs) - 1 else "")
-            ax.set_ylabel("")
-            ax.grid(alpha=0.3)
-    handles = [plt.Line2D([], [], color=PALETTE[c], lw=2, label=CONDITION_LABELS[c]) for c in PALETTE]
-    fig.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
-    return fig
+    return _curve_rows([(f"lr {lr:g}", long[np.isclose(long.finetune_lr, lr)], 0.0)
+                        for lr in sorted(long.finetune_lr.unique())])
 
 
 def spike_vs_erosion(frame: pd.DataFrame) -> plt.Figure | None:
