@@ -195,6 +195,12 @@ def _ordered(units: list[Unit], reports: dict[str, UnitReport]) -> list[UnitRepo
     return [reports[u.name] for u in all_units(units)]
 
 
+def _mark_cancelled(todo: list[Unit], reports: dict[str, UnitReport]) -> None:
+    """After Ctrl-C: every unit without a report is reported as skipped (cancelled)."""
+    for u in todo:
+        reports.setdefault(u.name, UnitReport(u.name, u.kind, "skipped", error="cancelled (Ctrl-C)"))
+
+
 # --- in-process -------------------------------------------------------------------------------------------------
 
 class LocalExecutor:
@@ -232,8 +238,7 @@ class LocalExecutor:
                         reports[name] = UnitReport(name, u.kind, "skipped", error="not needed by any unit that ran")
                         bar.update(1)
         except KeyboardInterrupt:
-            for u in todo:
-                reports.setdefault(u.name, UnitReport(u.name, u.kind, "skipped", error="cancelled (Ctrl-C)"))
+            _mark_cancelled(todo, reports)
         finally:
             bar.close()
         return _ordered(units, reports)
@@ -395,8 +400,7 @@ class WorkerExecutor:
             interrupted = True
             for proc in list((getattr(pool, "_processes", None) or {}).values()):
                 proc.terminate()
-            for u in todo:
-                reports.setdefault(u.name, UnitReport(u.name, u.kind, "skipped", error="cancelled (Ctrl-C)"))
+            _mark_cancelled(todo, reports)
         finally:
             pool.shutdown(wait=not interrupted, cancel_futures=True)
             bar.close()
@@ -510,8 +514,7 @@ class RayExecutor:
         except KeyboardInterrupt:
             for ref in inflight:
                 ray.cancel(ref, force=True)
-            for u in todo:
-                reports.setdefault(u.name, UnitReport(u.name, u.kind, "skipped", error="cancelled (Ctrl-C)"))
+            _mark_cancelled(todo, reports)
         finally:
             bar.close()
         return _ordered(units, reports)
