@@ -89,8 +89,8 @@ missing = {f"{'/'.join(r['groups'])}: lr {r['config']['finetune_lr']:g}, batch {
            f"{r['config']['finetune_epochs']:g} epochs, warm-up {r['config']['finetune_warmup_epochs']:g}, "
            f"wd {r['config']['finetune_weight_decay']:g}, seed {r['seed']}": "not cached" for r in rows
            if r.get("missing")}
-paper_rows = [] if profile == "paper" else mechanism_experiment(resolve("mechanism", "paper").config,
-                                                                 resolve("mechanism", "paper").extras,
+paper_run = resolve("mechanism", "paper")
+paper_rows = [] if profile == "paper" else mechanism_experiment(paper_run.config, paper_run.extras,
                                                                  Context(compute=False))
 paper_missing = sum(bool(r.get("missing")) for r in paper_rows)
 note = profile_note(profile) + " " + compute_note(used)
