@@ -6,19 +6,23 @@
 - ``graphed``: the same step captured as a CUDA graph (:mod:`erosion_utils.graphs`; CUDA only);
 - ``workers``: ``N`` processes running our loop at once (graphed where available), images/s summed over them.
 
+:func:`graphs_selfcheck` (``python -m erosion_utils graphs``) compares 50 graphed steps with eager ones on a GPU.
+
 Each variant trains a fresh copy of the same network on the same images, after a short warm-up that is not timed.
 """
 from __future__ import annotations
 
 import copy
+import json
 import time
 
 import torch
 import torch.nn.functional as F
 import torchvision.transforms as T
 
+from .cache import provenance
 from .data import ImageData
-from .graphs import TrainStep, graphs_available
+from .graphs import TrainStep, compare_trajectories, graphs_available
 from .models import build_model
 from .train import resolve_device, with_normalization
 from .validation import check_number
@@ -172,8 +176,6 @@ def run_bench(data: ImageData, arch: str = "resnet18", width: float = 1.0, n_ima
             if variant == "workers":
                 row.update(workers=n_workers, step="graphed" if graphed else "eager")
             rows.append(row)
-    from .cache import provenance
-
     return {"provenance": provenance(seed, time.perf_counter() - start, dev), "arch": arch, "width": width,
             "n_images": n_images, "loader_workers": loader_workers, "graphs": graphed, "rows": rows,
             "targets": targets(rows)}
@@ -200,3 +202,20 @@ def format_rows(result: dict) -> str:
                      f"{r['speedup_vs_eager']:>9.2f}x")
     lines.append(f"on {result['provenance']['device']}; targets: {result['targets']}")
     return "\n".join(lines)
+
+
+def graphs_selfcheck() -> int:
+    """``python -m erosion_utils graphs``: the 50-step eager-vs-graphed check on this machine's GPU (no pytest)."""
+    if not torch.cuda.is_available():
+        print("no CUDA device: the graphed path is not used here (eager only); nothing to compare")
+        return 0
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (4096, 3, 32, 32), generator=gen, dtype=torch.uint8).cuda()
+    y = torch.randint(0, 10, (4096,), generator=gen).cuda()
+    res = compare_trajectories(lambda: with_normalization(build_model("resnet18", 10, 1.0), [0.5] * 3, [0.25] * 3),
+                               x, y, steps=50, batch_size=128)
+    ok = res["graphed_is_graphed"] and res["max_relative_difference"] < 0.05
+    print(json.dumps({k: v for k, v in res.items() if not isinstance(v, list)} | {
+        "first_losses": [res["eager"][:3], res["graphed"][:3]], "last_losses": [res["eager"][-3:], res["graphed"][-3:]],
+        "device": torch.cuda.get_device_name(), "torch": torch.__version__, "ok": ok}, indent=1))
+    return 0 if ok else 1

@@ -18,6 +18,7 @@ from typing import Any, Callable
 import torch
 
 from . import __version__
+from .validation import ParameterError
 
 _REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS = Path(os.environ.get("EROSION_RESULTS", _REPO / "results"))
@@ -195,8 +196,6 @@ class CheckpointCache:
         :class:`CorruptCheckpointError` (``on_corrupt="raise"``), or (``"recompute"``) is moved aside to
         ``<file>.corrupt`` with a warning naming it, and counts as a miss."""
         if on_corrupt not in ("raise", "recompute"):
-            from .validation import ParameterError
-
             raise ParameterError(f"on_corrupt={on_corrupt!r} is not allowed; allowed: ['raise', 'recompute']")
         data = self.read_bytes(name, params)
         if data is None:

@@ -1,4 +1,4 @@
-"""Command line: ``python -m erosion_utils {book,run,params,paper,bench,selfcheck} ...``."""
+"""Command line: ``python -m erosion_utils {book,run,params,paper,bench,graphs,selfcheck} ...``."""
 from __future__ import annotations
 
 import argparse
@@ -140,11 +140,19 @@ def parser() -> argparse.ArgumentParser:
                    help="where to write the result (default on CUDA: results/bench.json; required on a CPU)")
     n.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
     n.set_defaults(func=_bench)
+    h = sub.add_parser("graphs", help="50 CUDA-graphed training steps against eager ones on this GPU (same losses?)")
+    h.set_defaults(func=lambda args: _graphs())
     c = sub.add_parser("selfcheck", help="seconds-long end-to-end check of training and probing on synthetic data")
     c.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     c.add_argument("--archs", nargs="+", default=["resnet18", "vgg19", "mlp"])
     c.set_defaults(func=_selfcheck)
     return p
+
+
+def _graphs() -> int:
+    from .bench import graphs_selfcheck
+
+    return graphs_selfcheck()
 
 
 def _is_notebook_failure(err: Exception) -> bool:

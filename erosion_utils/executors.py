@@ -1,9 +1,9 @@
 """Where units of work run: in-process, in worker processes sharing one machine (and its GPU), or on a Ray cluster.
 
-Executors know units, not chapters. A :class:`Unit` is a picklable description plus the module-level experiment
-function that computes and caches it: it runs as ``fn(*args, ctx=ctx, **kwargs)``, or ``fn(ctx, *args, **kwargs)``
-when ``fn``'s first parameter is named ``ctx``. Stage-0 units are pretrainings
-(they produce a checkpoint); a stage-1 unit lists the pretrainings it ``needs``, which always run first, once.
+Executors know units, not chapters. A unit (:class:`erosion_utils.experiments.units.Unit`) is a picklable
+description plus the module-level experiment function that computes and caches it: it runs as
+``fn(*args, ctx=ctx, **kwargs)``, or ``fn(ctx, *args, **kwargs)`` when ``fn``'s first parameter is named ``ctx``.
+Stage-0 units are pretrainings (they produce a checkpoint); a stage-1 unit lists the pretrainings it ``needs``, which always run first, once.
 Before anything runs, every unit is dry-run against the cache with computing switched off: cached units are
 reported as such and never recomputed, so a rerun resumes. A failing unit is reported; the others go on.
 
@@ -11,83 +11,26 @@ Only torch, tqdm and the standard library are imported here; Ray is imported whe
 """
 from __future__ import annotations
 
-import inspect
 import math
 import os
 import re
 import socket
+import tempfile
 import time
 import traceback
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+import torch
 from tqdm import tqdm
 
-from .cache import atomic_write_bytes
+from .cache import atomic_write_bytes, device_name
+from .experiments.units import ContextSpec, Unit, is_cached
+from .train import resolve_device
 from .validation import ParameterError, check_choice, check_number
 
 GUESS_S = {"pretrain": 30.0, "finetune": 30.0, "representations": 70.0}  # before any unit of a kind has run
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One cached piece of work: ``fn(*args, ctx=ctx, **kwargs)`` (or ``fn(ctx, *args, **kwargs)``) computes and
-    caches it; what it returns is not used."""
-
-    name: str
-    kind: str
-    fn: Callable[..., Any]
-    args: tuple = ()
-    kwargs: dict = field(default_factory=dict)
-    stage: int = 1
-    needs: tuple["Unit", ...] = ()  # the stage-0 units (pretrainings) whose checkpoints this unit reads
-    checkpoint: tuple[str, dict] | None = None  # stage 0: the checkpoint (cache name, params) it leaves behind
-
-    def run(self, ctx) -> None:
-        if next(iter(inspect.signature(self.fn).parameters), None) == "ctx":
-            self.fn(ctx, *self.args, **self.kwargs)  # fn(ctx, *args)
-        else:
-            self.fn(*self.args, ctx=ctx, **self.kwargs)  # an experiment function, fn(cfg, ..., ctx)
-
-
-def pretrain_unit(cfg) -> Unit:
-    """The stage-0 unit that trains (or loads) the pretrained network of ``cfg`` and leaves its checkpoint."""
-    from .cache import cache_key
-    from .experiments.core import pretrained_model
-
-    params = cfg.pretrain_params()
-    only = type(cfg)(**params)  # the fine-tuning fields play no part: one unit per pretraining
-    return Unit(f"pretrain {cfg.arch} {cfg.dataset} seed {cfg.seed} [{cache_key('pretrain', params)[:8]}]",
-                "pretrain", pretrained_model, (only,), stage=0, checkpoint=("pretrain", params))
-
-
-def experiment_unit(name: str, kind: str, fn: Callable[..., Any], cfg, *args, **kwargs) -> Unit:
-    """A stage-1 unit running ``fn(cfg, *args, ctx=ctx, **kwargs)`` after the pretraining of ``cfg``."""
-    return Unit(name, kind, fn, (cfg, *args), kwargs, stage=1, needs=(pretrain_unit(cfg),))
-
-
-@dataclass(frozen=True)
-class ContextSpec:
-    """What a worker needs to rebuild the driver's context: device and cache/data locations (all picklable)."""
-
-    results: str
-    checkpoints: str
-    data_root: str | None = None
-    device: str = "auto"
-    download: bool = False
-
-    @classmethod
-    def of(cls, ctx) -> "ContextSpec":
-        return cls(str(ctx.results.root), str(ctx.checkpoints.root), ctx.data_root, ctx.device, ctx.download)
-
-    def build(self, results: str | None = None, checkpoints: str | None = None):
-        from .cache import CheckpointCache, ResultCache
-        from .experiments.core import Context
-
-        return Context(device=self.device, results=ResultCache(results or self.results),
-                       checkpoints=CheckpointCache(checkpoints or self.checkpoints), data_root=self.data_root,
-                       download=self.download)
 
 
 @dataclass
@@ -126,21 +69,6 @@ def all_units(units: list[Unit]) -> list[Unit]:
             raise ParameterError(f"two units are named {u.name!r}; unit names must be unique")
         seen[u.name] = u
     return sorted(seen.values(), key=lambda u: u.stage)  # stable: keeps the priority order within a stage
-
-
-def is_cached(unit: Unit, ctx) -> bool:
-    """Dry run with computing off: True when every result ``unit`` writes is already cached."""
-    from .experiments.core import CacheMissError
-
-    if unit.checkpoint is not None:
-        return ctx.checkpoints.path(*unit.checkpoint).is_file()
-    try:
-        unit.run(replace(ctx, compute=False))
-        return True
-    except CacheMissError:
-        return False
-    except Exception:  # noqa: BLE001 -- it will fail again when run, and be reported then
-        return False
 
 
 def plan(units: list[Unit], ctx) -> tuple[list[Unit], dict[str, UnitReport]]:
@@ -277,10 +205,6 @@ def default_workers(device: str = "auto", cpu_count: int | None = None, gpu_memo
     cpus = cpu_count
     n = max(1, cpus // 2)
     if gpu_memory_gib is None:
-        import torch
-
-        from .train import resolve_device
-
         if resolve_device(device).type == "cuda":
             gpu_memory_gib = torch.cuda.get_device_properties(0).total_memory / 2 ** 30
     if gpu_memory_gib is not None:
@@ -293,8 +217,6 @@ _WORKER_CTX = None
 
 def _init_worker(spec: ContextSpec, threads: int) -> None:
     global _WORKER_CTX
-    import torch
-
     torch.set_num_threads(threads)
     _WORKER_CTX = spec.build()
 
@@ -312,9 +234,6 @@ def _run_in_worker(unit: Unit) -> UnitReport:
 
 
 def _device_name(device: str) -> str:
-    from .cache import device_name
-    from .train import resolve_device
-
     return device_name(resolve_device(device))
 
 
@@ -416,8 +335,6 @@ def _ray_execute(unit: Unit, spec: ContextSpec, needs: list[tuple[str, dict]], *
     """Runs on a Ray worker, in a fresh folder: store the received checkpoints there (checked by the safe loader),
     compute ``unit``, and return its result files (and, for a pretraining, its checkpoint bytes). Nothing is read
     from or left on the worker's disk: a checkpoint key does not name the data it was trained on."""
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="erosion-ray-") as tmp:
         ctx = spec.build(results=str(Path(tmp) / "results"), checkpoints=str(Path(tmp) / "checkpoints"))
         for (name, params), data in zip(needs, checkpoints):

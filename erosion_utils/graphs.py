@@ -181,29 +181,3 @@ def compare_trajectories(model_fn, x: torch.Tensor, y: torch.Tensor, steps: int 
     out["max_relative_difference"] = max(diffs)
     out["mean_relative_difference"] = sum(diffs) / len(diffs)
     return out
-
-
-def _main() -> int:
-    """``python -m erosion_utils.graphs``: the 50-step eager-vs-graphed check on this machine's GPU (no pytest)."""
-    import json
-
-    from .models import build_model
-    from .train import with_normalization
-
-    if not torch.cuda.is_available():
-        print("no CUDA device: the graphed path is not used here (eager only); nothing to compare")
-        return 0
-    gen = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (4096, 3, 32, 32), generator=gen, dtype=torch.uint8).cuda()
-    y = torch.randint(0, 10, (4096,), generator=gen).cuda()
-    res = compare_trajectories(lambda: with_normalization(build_model("resnet18", 10, 1.0), [0.5] * 3, [0.25] * 3),
-                               x, y, steps=50, batch_size=128)
-    ok = res["graphed_is_graphed"] and res["max_relative_difference"] < 0.05
-    print(json.dumps({k: v for k, v in res.items() if not isinstance(v, list)} | {
-        "first_losses": [res["eager"][:3], res["graphed"][:3]], "last_losses": [res["eager"][-3:], res["graphed"][-3:]],
-        "device": torch.cuda.get_device_name(), "torch": torch.__version__, "ok": ok}, indent=1))
-    return 0 if ok else 1
-
-
-if __name__ == "__main__":
-    raise SystemExit(_main())

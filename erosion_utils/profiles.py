@@ -13,13 +13,11 @@ from dataclasses import dataclass, fields
 
 import yaml
 
-from .experiments import ErosionConfig, breadth_variants, mechanism, mitigation
+from .experiments import CHAPTERS, PROFILES, ErosionConfig
+from .experiments.breadth import sweeps_of
 from .validation import ParameterError, check_choice, check_keys, check_number
 
-PROFILES = ("smoke", "cpu", "paper")
-# chapters whose experiment module carries its own profiles: PROFILE_CONFIG, PROFILE_EXTRAS, validate_extras
-CHAPTERS = {"mechanism": mechanism, "mitigation": mitigation}
-EXPERIMENTS = ("patterns", "erosion", "breadth", "representations", "claims") + tuple(CHAPTERS)
+EXPERIMENTS = tuple(CHAPTERS)  # the experiment each notebook resolves, in book order
 
 _BASE = {
     "smoke": dict(train_per_class=16, test_per_class=8, width=0.0625, pretrain_epochs=4, pretrain_lr=0.05,
@@ -30,49 +28,21 @@ _BASE = {
                 finetune_batch_size=64, n_evals=12),
     "paper": dict(),
 }
-_EXTRAS = {
-    "patterns": {p: dict(n_images=6) for p in PROFILES},
-    "erosion": {"smoke": dict(seeds=[0], finetune_lrs=[0.01, 0.1]),
-                "cpu": dict(seeds=[0, 1, 2], finetune_lrs=[0.01, 0.1]),
-                "paper": dict(seeds=[0, 1, 2], finetune_lrs=[0.01, 0.1])},
-    "breadth": {
-        "smoke": dict(supplement_profile=None, around_lrs=[0.01], archs=["mlp"], patterns=["noise"],
-                      pattern_sizes=[2], fractions=[0.5], datasets=[], finetune_lrs=[0.01],
-                      finetune_weight_decays=[0.0]),
-        "cpu": dict(supplement_profile=None, around_lrs=[0.01, 0.1], patterns=["position", "noise"],
-                    pattern_sizes=[1, 2, 8],
-                    fractions=[0.1, 0.5], archs=["resnet18", "mlp"], datasets=[], finetune_lrs=[0.001, 0.01, 0.1],
-                    finetune_weight_decays=[0.0, 5e-4]),
-        # the cpu-profile supplement: every setting computed, at a smaller scale (see the Breadth chapter)
-        "paper": dict(supplement_profile="cpu", around_lrs=[0.01, 0.1], patterns=["position", "noise"],
-                      pattern_sizes=[1, 2, 8],
-                      fractions=[0.1, 0.5], archs=["vgg19", "mlp"], datasets=["fashion_mnist"],
-                      finetune_lrs=[0.001, 0.01, 0.1], finetune_weight_decays=[0.0, 5e-4]),
-    },
-    "representations": {
-        "smoke": dict(finetune_lrs=[0.1], n_snapshots=2, probe_train_per_class=8, probe_test_per_class=4,
-                      probe_epochs=2),
-        "cpu": dict(finetune_lrs=[0.01, 0.1], n_snapshots=4, probe_train_per_class=200, probe_test_per_class=100,
-                    probe_epochs=30),
-        "paper": dict(finetune_lrs=[0.01, 0.1], n_snapshots=5, probe_train_per_class=1000, probe_test_per_class=500,
-                      probe_epochs=30),
-    },
-    "claims": {p: dict() for p in PROFILES},
-}
-# per-experiment changes to the base configuration (breadth runs are shorter and evaluated less densely)
-_CONFIG = {
-    "breadth": {"smoke": dict(), "cpu": dict(finetune_epochs=2, n_evals=8),
-                "paper": dict(finetune_epochs=2, n_evals=8)},
-}
-_EXTRAS.update({name: module.PROFILE_EXTRAS for name, module in CHAPTERS.items()})
-_CONFIG.update({name: module.PROFILE_CONFIG for name, module in CHAPTERS.items()})
+
+
+def _extras(experiment: str, profile: str) -> dict:
+    return CHAPTERS[experiment].profile_extras[profile]
+
+
+def _config(experiment: str, profile: str) -> dict:
+    return {**_BASE[profile], **CHAPTERS[experiment].profile_config.get(profile, {})}
+
+
 # the configuration fields a notebook exposes as parameters
 CONFIG_PARAMS = ("dataset", "arch", "width", "train_per_class", "test_per_class", "pretrain_epochs", "pretrain_lr",
                  "pattern", "pattern_size", "corner", "fraction", "finetune_epochs", "finetune_weight_decay",
                  "finetune_batch_size", "n_evals", "finetune_warmup_epochs", "freeze_stages", "head_only_epochs",
                  "l2sp_alpha", "erase_corners")
-SWEEPS = {"archs": "arch", "patterns": "pattern", "pattern_sizes": "pattern_size", "fractions": "fraction",
-          "datasets": "dataset", "finetune_lrs": "finetune_lr", "finetune_weight_decays": "finetune_weight_decay"}
 
 
 @dataclass
@@ -84,9 +54,7 @@ class Resolved:
 
     def sweeps(self) -> dict[str, list]:
         """Breadth sweeps, keyed by configuration field (only for the breadth experiment)."""
-        if self.experiment != "breadth":
-            return {}
-        return {SWEEPS[k]: v for k, v in self.extras.items() if k in SWEEPS and v}
+        return sweeps_of(self.extras) if self.experiment == "breadth" else {}
 
     def table(self) -> list[dict]:
         """Every parameter the run used, for display beside its figures."""
@@ -103,20 +71,20 @@ class Resolved:
 def parameter_names(experiment: str) -> list[str]:
     """The parameters a notebook of ``experiment`` accepts besides ``profile``."""
     check_choice("experiment", experiment, EXPERIMENTS)
-    names = list(_EXTRAS[experiment]["paper"])
+    names = list(_extras(experiment, "paper"))
     if experiment == "patterns":
         return ["seed", "dataset", "pattern_size", "corner"] + names
     if experiment == "claims":
         return []
-    seed = [] if "seeds" in _EXTRAS[experiment]["paper"] else ["seed"]
+    seed = [] if "seeds" in _extras(experiment, "paper") else ["seed"]
     return seed + list(CONFIG_PARAMS) + names
 
 
 def defaults(experiment: str, profile: str) -> dict:
     """The value each parameter takes under ``profile`` when not overridden."""
     check_choice("profile", profile, PROFILES)
-    cfg = ErosionConfig(**{**_BASE[profile], **_CONFIG.get(experiment, {}).get(profile, {})})
-    merged = {**cfg.as_dict(), **_EXTRAS[experiment][profile]}
+    cfg = ErosionConfig(**_config(experiment, profile))
+    merged = {**cfg.as_dict(), **_extras(experiment, profile)}
     return {k: merged[k] for k in parameter_names(experiment)}
 
 
@@ -188,8 +156,8 @@ def resolve(experiment: str, profile: str = "cpu", **overrides) -> Resolved:
                parameter_names(experiment))
     given = {k: _typed(experiment, k, v) for k, v in overrides.items() if v is not None}
     given = {k: v for k, v in given.items() if v is not None}  # text "null" is None too: the profile's value
-    cfg_values = {**_BASE[profile], **_CONFIG.get(experiment, {}).get(profile, {})}
-    extras = dict(_EXTRAS[experiment][profile])
+    cfg_values = _config(experiment, profile)
+    extras = dict(_extras(experiment, profile))
     for k, v in given.items():
         (extras if k in extras else cfg_values)[k] = v
     config = ErosionConfig.from_dict(cfg_values).validate()
@@ -209,11 +177,5 @@ def resolve(experiment: str, profile: str = "cpu", **overrides) -> Resolved:
                 raise ParameterError(f"{key}=[] must list at least one learning rate, e.g. [0.01, 0.1]")
     if "supplement_profile" in extras:
         check_choice("supplement_profile", extras["supplement_profile"], [None] + [p for p in PROFILES if p != profile])
-    resolved = Resolved(experiment, profile, config, extras)
-    if experiment in CHAPTERS:
-        CHAPTERS[experiment].validate_extras(extras, config)
-    if experiment == "breadth":
-        for k in SWEEPS:
-            extras[k] = _check_list(k, extras[k], lambda v: None)
-        breadth_variants(config, resolved.sweeps(), extras["around_lrs"])  # validates every variant
-    return resolved
+    CHAPTERS[experiment].validate_extras(extras, config)
+    return Resolved(experiment, profile, config, extras)

@@ -47,12 +47,12 @@ import time
 
 from IPython.display import Markdown, display
 
-from erosion_utils import plots
 from erosion_utils.data import CLASS_NAMES, balanced_indices, load_dataset
-from erosion_utils.pages import (execution_provenance, figure, fold, parameters_table, plural, profile_note,
-                                 table)
 from erosion_utils.patterns import KINDS, PatternSpec, make_codes, mismatched_labels, stamp
 from erosion_utils.profiles import resolve_notebook
+from erosion_utils.report import plots
+from erosion_utils.report.pages import execution_provenance, figure, fold, parameters_table, profile_note, table
+from erosion_utils.report.words import plural
 
 started = time.perf_counter()
 plots.setup()

@@ -57,16 +57,19 @@ erase_corners: "Optional[float]" = None  # mitigation: probability of erasing a 
 # %% tags=["hide-input"]
 from IPython.display import Markdown, display
 
-from erosion_utils import analysis, plots, prose
 from erosion_utils.experiments import Context
-from erosion_utils.pages import (compute_note, erosion_runs, figure, glue, missing_table, parameters_table,
-                                 plural, profile_note, provenance_table, table)
+from erosion_utils.experiments.erosion import erosion_runs
 from erosion_utils.profiles import resolve_notebook
+from erosion_utils.report import analysis, plots, prose
+from erosion_utils.report.pages import (compute_note, figure, glue, missing_table, parameters_table, profile_note,
+                                        provenance_table, table)
+from erosion_utils.report.words import plural
 
 plots.setup()
 run = resolve_notebook("erosion", globals())
 lrs, seeds = sorted(run.extras["finetune_lrs"]), run.extras["seeds"]
-runs, missing = erosion_runs(run, Context.for_profile(profile))  # what is not cached is listed, never a crash
+# what is not cached is listed, never a crash
+runs, missing = erosion_runs(run.config, run.extras, Context.for_profile(profile))
 traj = analysis.trajectory_frame(runs)
 summary = analysis.summary_frame(runs)
 stats = analysis.rate_stats(analysis.seed_table(summary))

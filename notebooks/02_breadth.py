@@ -61,12 +61,12 @@ erase_corners: "Optional[float]" = None  # mitigation: probability of erasing a 
 # %% tags=["hide-input"]
 from IPython.display import Markdown, display
 
-from erosion_utils import analysis, plots, prose
-from erosion_utils.claims import EROSION_THRESHOLD
 from erosion_utils.experiments import Context, breadth_experiment
-from erosion_utils.pages import (compute_note, figure, missing_table, parameters_table, profile_note,
-                                 provenance_table, table)
 from erosion_utils.profiles import resolve, resolve_notebook
+from erosion_utils.report import analysis, plots, prose
+from erosion_utils.report.claims import EROSION_THRESHOLD
+from erosion_utils.report.pages import (compute_note, figure, missing_table, parameters_table, profile_note,
+                                        provenance_table, table)
 
 plots.setup()
 run = resolve_notebook("breadth", globals())

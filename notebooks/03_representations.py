@@ -61,16 +61,18 @@ erase_corners: "Optional[float]" = None  # mitigation: probability of erasing a 
 # %% tags=["hide-input"]
 from IPython.display import Markdown, display
 
-from erosion_utils import analysis, plots, prose
-from erosion_utils.claims import claim_representations
 from erosion_utils.experiments import Context
-from erosion_utils.pages import (compute_note, figure, glue, missing_table, parameters_table, profile_note,
-                                 provenance_table, representation_entries, table)
+from erosion_utils.experiments.representations import representation_entries
 from erosion_utils.profiles import resolve_notebook
+from erosion_utils.report import analysis, plots, prose
+from erosion_utils.report.claims import claim_representations
+from erosion_utils.report.pages import (compute_note, figure, glue, missing_table, parameters_table, profile_note,
+                                        provenance_table, table)
 
 plots.setup()
 run = resolve_notebook("representations", globals())
-entries, missing = representation_entries(run, Context.for_profile(profile))  # what is not cached is listed
+# what is not cached is listed
+entries, missing = representation_entries(run.config, run.extras, Context.for_profile(profile))
 layers = analysis.layers_frame(entries)
 drop = analysis.layer_erosion(layers)
 verdict = claim_representations(drop)

@@ -15,7 +15,7 @@
 # # Claims and verdicts
 #
 # Each claim of the paper, as we summarised it from what is known of the paper, beside the evidence measured in the
-# previous chapters. The verdicts follow fixed rules stated with each claim (see `erosion_utils/claims.py`); they are
+# previous chapters. The verdicts follow fixed rules stated with each claim (see `erosion_utils/report/claims.py`); they are
 # computed from the cached results, with the profile's default parameters for every chapter, and each says the
 # regime (the fine-tuning learning rates) in which the claim holds.
 
@@ -25,17 +25,19 @@ profile: "str" = "cpu"  # smoke (seconds, for tests), cpu (minutes on a CPU) or 
 # %% tags=["hide-input"]
 from IPython.display import Markdown, display
 
-from erosion_utils import analysis, claims, prose
 from erosion_utils.experiments import Context, breadth_experiment
-from erosion_utils.pages import (erosion_runs, glue, missing_table, profile_note, provenance_table,
-                                 representation_entries, table)
+from erosion_utils.experiments.erosion import erosion_runs
+from erosion_utils.experiments.representations import representation_entries
 from erosion_utils.profiles import resolve
+from erosion_utils.report import analysis, claims, prose
+from erosion_utils.report.pages import glue, missing_table, profile_note, provenance_table, table
 
 resolve("claims", profile)  # validates the profile
 ctx = Context.for_profile(profile)
 ero, bre, rep = resolve("erosion", profile), resolve("breadth", profile), resolve("representations", profile)
-runs, missing = erosion_runs(ero, ctx)  # what is not cached is listed, and its claim is "not tested"
-rep_entries, rep_missing = representation_entries(rep, ctx)
+# what is not cached is listed, and its claim is "not tested"
+runs, missing = erosion_runs(ero.config, ero.extras, ctx)
+rep_entries, rep_missing = representation_entries(rep.config, rep.extras, ctx)
 breadth_rows = breadth_experiment(bre.config, bre.sweeps(), ctx, bre.extras["around_lrs"])  # missing rows marked
 breadth = analysis.breadth_frame(breadth_rows)
 seeds = analysis.seed_table(analysis.summary_frame(runs))

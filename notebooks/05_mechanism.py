@@ -66,15 +66,16 @@ long_epochs: "Optional[float]" = None  # epochs of the long runs; None: the prof
 # %% tags=["hide-input"]
 from IPython.display import Markdown, display
 
-from erosion_utils import mechanism_figures as figs
-from erosion_utils import mechanism_report as mr
-from erosion_utils import plots
-from erosion_utils.claims import EROSION_THRESHOLD
 from erosion_utils.experiments import Context
 from erosion_utils.experiments.mechanism import mechanism_experiment
-from erosion_utils.pages import (ci_phrase, compute_note, figure, fold, glue, join_values, missing_table,
-                                 parameters_table, plural, profile_note, provenance_table, table)
 from erosion_utils.profiles import resolve, resolve_notebook
+from erosion_utils.report import mechanism_figures as figs
+from erosion_utils.report import mechanism as mr
+from erosion_utils.report import plots
+from erosion_utils.report.claims import EROSION_THRESHOLD
+from erosion_utils.report.pages import (compute_note, figure, fold, glue, missing_table, parameters_table, profile_note,
+                                        provenance_table, table)
+from erosion_utils.report.words import ci_phrase, join_values, plural
 
 plots.setup()
 run = resolve_notebook("mechanism", globals())
@@ -275,7 +276,7 @@ if len(done):
 # %% [markdown]
 # ## Verdict
 #
-# The rules are fixed in `erosion_utils/mechanism_report.py` (thresholds stated there and in the figures):
+# The rules are fixed in `erosion_utils/report/mechanism.py` (thresholds stated there and in the figures):
 #
 # - a *spike* is a batch loss above the threshold shown in the figures; a run *erodes* when its erosion is above the
 #   claims chapter's threshold;

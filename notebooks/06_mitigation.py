@@ -72,16 +72,17 @@ probe_epochs: "Optional[int]" = None  # epochs of probe training; None: the prof
 # %% tags=["hide-input"]
 from IPython.display import Markdown, display
 
-from erosion_utils import mitigation_figures as figs
-from erosion_utils import mitigation_report as mr
-from erosion_utils import plots
-from erosion_utils.claims import EROSION_THRESHOLD, FOLLOW_PARTIAL, FOLLOW_THRESHOLD, PROBE_THRESHOLD
 from erosion_utils.experiments import Context
 from erosion_utils.experiments import mitigation as mit
 from erosion_utils.models import num_stages
-from erosion_utils.pages import (compute_note, figure, fmt, fmt_value, fold, glue, join_values, missing_table,
-                                 parameters_table, plural, profile_note, provenance_table, table)
 from erosion_utils.profiles import resolve, resolve_notebook
+from erosion_utils.report import mitigation_figures as figs
+from erosion_utils.report import mitigation as mr
+from erosion_utils.report import plots
+from erosion_utils.report.claims import EROSION_THRESHOLD, FOLLOW_PARTIAL, FOLLOW_THRESHOLD, PROBE_THRESHOLD
+from erosion_utils.report.pages import (compute_note, figure, fold, glue, missing_table, parameters_table, profile_note,
+                                        provenance_table, table)
+from erosion_utils.report.words import fmt, fmt_value, join_values, plural
 
 plots.setup()
 run = resolve_notebook("mitigation", globals())
@@ -264,7 +265,7 @@ display(Markdown(f"How the recovery verdict is reached: {mr.RULES['recovery']}")
 # ## Parameters and provenance
 
 # %% tags=["hide-input"]
-display(Markdown(f"Every verdict on this page follows a rule fixed in `erosion_utils/mitigation_report.py`, with the "
+display(Markdown(f"Every verdict on this page follows a rule fixed in `erosion_utils/report/mitigation.py`, with the "
                  f"thresholds of the {{ref}}`claims` chapter (erosion above {EROSION_THRESHOLD:g}, follow rate "
                  f"{FOLLOW_THRESHOLD:g} and {FOLLOW_PARTIAL:g}, probe-accuracy loss {PROBE_THRESHOLD:g}) and the "
                  f"margins stated above (clean accuracy kept within {mr.KEEP_MARGIN:g}, erosion reduced by more than "

@@ -6,7 +6,7 @@ import math
 import pandas as pd
 import pytest
 
-from erosion_utils import analysis, claims
+from erosion_utils.report import analysis, claims
 
 
 def entry(clean: list[float], follow: list[float], matched: list[float] | None = None, wall: float = 1.0) -> dict:

@@ -229,7 +229,7 @@ def test_glued_keys_referenced_in_markdown_exist(book, name):
 def test_erosion_prose_matches_the_results(book):
     """The generated sentences quote the cached results: erosion is the control's final clean accuracy minus the
     pattern run's, for every rate of the smoke profile (one seed: no interval)."""
-    from erosion_utils import analysis
+    from erosion_utils.report import analysis
     from erosion_utils.cache import ResultCache
     from erosion_utils.experiments import finetune_params
     from erosion_utils.profiles import resolve

@@ -13,9 +13,9 @@ import torch
 
 from erosion_utils import executors, profiles
 from erosion_utils.cache import CheckpointCache, ResultCache, provenance
-from erosion_utils.executors import (ContextSpec, LocalExecutor, RayExecutor, Unit, WorkerExecutor,
-                                     default_workers, experiment_unit, make_executor, plan)
+from erosion_utils.executors import LocalExecutor, RayExecutor, WorkerExecutor, default_workers, make_executor, plan
 from erosion_utils.experiments import CacheMissError, Context, finetune_run, representation_experiments
+from erosion_utils.experiments.units import ContextSpec, Unit, experiment_unit
 from erosion_utils.validation import ParameterError
 
 

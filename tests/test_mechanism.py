@@ -7,10 +7,10 @@ import math
 import pandas as pd
 import pytest
 
-from erosion_utils import mechanism_report as mr
+from erosion_utils.report import mechanism as mr
 from erosion_utils.experiments import Context
-from erosion_utils.experiments.mechanism import (epochs_for_steps, mechanism_experiment, mechanism_runs, paper_units,
-                                                  steps_of)
+from erosion_utils.experiments.mechanism import epochs_for_steps, mechanism_experiment, mechanism_runs, steps_of
+from erosion_utils.experiments.mechanism import units as units_of
 from erosion_utils.profiles import resolve
 from erosion_utils.validation import ParameterError
 
@@ -78,7 +78,7 @@ def test_missing_results_come_back_as_missing_rows(tmp_path):
 
 def test_paper_units_cover_every_configuration():
     r = resolve("mechanism", "paper")
-    units = paper_units("paper")
+    units = units_of(r.config, r.extras)
     assert len(units) == len(mechanism_runs(r.config, r.extras))
     assert all(u.stage == 1 and u.needs for u in units)
 
@@ -214,8 +214,8 @@ def test_committed_cpu_results_are_complete(committed_cpu):
 def test_every_figure_is_legible_at_page_width(committed_cpu):
     import matplotlib.pyplot as plt
 
-    from erosion_utils import mechanism_figures as figs
-    from erosion_utils.plots import legibility_problems, setup
+    from erosion_utils.report import mechanism_figures as figs
+    from erosion_utils.report.plots import legibility_problems, setup
 
     setup()
     r, rows, frame = committed_cpu

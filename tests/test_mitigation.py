@@ -11,9 +11,9 @@ import pytest
 import torch
 from torch import nn
 
-from erosion_utils import mitigation_figures as F
-from erosion_utils import mitigation_report as R
-from erosion_utils import plots
+from erosion_utils.report import mitigation as R
+from erosion_utils.report import mitigation_figures as F
+from erosion_utils.report import plots
 from erosion_utils import profiles
 from erosion_utils.cache import CheckpointCache, ResultCache, cache_key
 from erosion_utils.experiments import Context, finetune_run
@@ -247,14 +247,14 @@ def test_new_result_names_have_key_rules(smoke):
 
 
 def test_paper_units_are_ordered_and_unique():
-    units = M.paper_units("paper")
+    paper = profiles.resolve("mitigation", "paper")
+    units = M.units(paper.config, paper.extras)
     names = [u.name for u in units]
     assert len(names) == len(set(names))
     assert names[0] == "mitigation baseline control seed 0"
     first_other_seed = next(i for i, n in enumerate(names) if n.endswith("seed 1"))
     assert {u.kind for u in units[:first_other_seed]} == {"finetune", "interpolation", "recovery"}
     assert all(u.stage == 1 and u.needs for u in units)
-    paper = profiles.resolve("mitigation", "paper")
     assert units[1].args[0] == M.baseline_config(paper.config, paper.extras)
     assert paper.config.arch == "resnet18" and paper.extras["eroding_lr"] == 0.1
 

@@ -11,7 +11,10 @@ import pytest
 
 matplotlib.use("Agg")
 
-from erosion_utils import analysis, claims, pages, plots, prose  # noqa: E402
+from erosion_utils.experiments.core import missing_or  # noqa: E402
+from erosion_utils.experiments.erosion import erosion_runs  # noqa: E402
+from erosion_utils.experiments.representations import representation_entries  # noqa: E402
+from erosion_utils.report import analysis, claims, pages, plots, prose  # noqa: E402
 from erosion_utils.experiments import CacheMissError, Context, ResultCache  # noqa: E402
 from erosion_utils.profiles import resolve  # noqa: E402
 
@@ -90,21 +93,22 @@ def test_missing_table_lists_what_is_missing_and_nothing_else():
     assert "python -m erosion_utils paper" in html
 
 
-def test_load_or_missing_turns_a_cache_miss_into_a_reason():
+def test_missing_or_turns_a_cache_miss_into_a_reason():
     def miss():
         raise CacheMissError("no cached result")
 
-    assert pages.load_or_missing(lambda: 3) == (3, None)
-    assert pages.load_or_missing(miss) == (None, "no cached result")
+    assert missing_or(lambda: 3) == (3, None)
+    assert missing_or(miss) == (None, "no cached result")
 
 
 def test_empty_results_folder_gives_missing_rows_not_errors(tmp_path):
     ctx = Context(device="cpu", results=ResultCache(tmp_path / "results"), compute=False)
     ero = resolve("erosion", "paper")
-    got, missing = pages.erosion_runs(ero, ctx)
+    got, missing = erosion_runs(ero.config, ero.extras, ctx)
     assert got == [] and len(missing) == len(ero.extras["seeds"]) * len(ero.extras["finetune_lrs"])
     assert all(missing.values())
-    entries, rep_missing = pages.representation_entries(resolve("representations", "paper"), ctx)
+    rep = resolve("representations", "paper")
+    entries, rep_missing = representation_entries(rep.config, rep.extras, ctx)
     assert entries == [] and all(rep_missing.values())
     # every analysis step copes with no results at all (the AttributeError 'erosion' of a fresh clone)
     assert analysis.summary_frame([]).empty and "erosion" in analysis.summary_frame([])

@@ -9,9 +9,9 @@ import tarfile
 
 import torch
 
-from erosion_utils import paper
-from erosion_utils.experiments import Context
+from erosion_utils.experiments import CHAPTERS, Context
 from erosion_utils.paper import paper_units, run_paper
+from erosion_utils.profiles import resolve
 
 
 def test_paper_units_cover_every_profile_result_in_priority_order():
@@ -22,27 +22,26 @@ def test_paper_units_cover_every_profile_result_in_priority_order():
     assert {u.checkpoint[1]["arch"] for u in pretrain} == {"resnet18", "mlp"}  # the breadth sweep adds the mlp
     rest = units[len(pretrain):]
     assert rest[0].name == "erosion lr=0.01 pattern seed 0"
-    assert names.index("representations lr=0.1") < min(i for i, n in enumerate(names) if n.startswith("breadth"))
     assert len(names) == len(set(names))
     for u in rest:  # every unit names the pretraining it reads, and that pretraining is listed first
         assert u.stage == 1 and len(u.needs) == 1 and u.needs[0] in pretrain
         assert u.needs[0].checkpoint[1] == u.args[0].pretrain_params()
 
 
-def test_paper_units_keep_the_committed_order_and_content():
-    """Erosion (first seed), representations, other seeds, breadth: as before, so a budget spends time the same way;
-    the chapters that landed later follow."""
+def test_paper_units_follow_the_chapter_registry():
+    """Every chapter of the registry contributes its own units, in book order (erosion seed by seed, breadth,
+    representations, then the chapters that landed later); a unit shared by two chapters appears once."""
     names = [u.name for u in paper_units("paper") if u.stage == 1]
-    builders = paper._chapter_builders()
-    assert builders[:2] == [paper.erosion_units, paper.breadth_units]
-    later = [u.name for build in builders[2:] for u in build("paper")]
-    assert names[len(names) - len(later):] == later
-    names = names[:len(names) - len(later)]
-    assert names[:4] == [f"erosion lr={lr} {k} seed 0" for lr in (0.01, 0.1) for k in ("pattern", "control")]
-    assert names[4:6] == ["representations lr=0.01", "representations lr=0.1"]
-    assert names[6:14] == [f"erosion lr={lr} {k} seed {s}" for s in (1, 2) for lr in (0.01, 0.1)
-                           for k in ("pattern", "control")]
-    assert all(n.startswith("breadth ") for n in names[14:]) and len(names) == 66
+    expected = []
+    for name, chapter in CHAPTERS.items():
+        run = resolve(name, "paper")
+        expected += [u.name for u in chapter.units(run.config, run.extras) if u.name not in expected]
+    assert names == expected
+    assert names[:12] == [f"erosion lr={lr} {k} seed {s}" for s in (0, 1, 2) for lr in (0.01, 0.1)
+                          for k in ("pattern", "control")]
+    breadth = [n for n in names if n.startswith("breadth ")]
+    assert names[12:12 + len(breadth)] == breadth and len(breadth) == 52
+    assert names[12 + len(breadth):14 + len(breadth)] == ["representations lr=0.01", "representations lr=0.1"]
 
 
 def test_zero_budget_skips_everything_but_still_reports(cpu_context, tmp_path):

@@ -4,10 +4,45 @@ from __future__ import annotations
 from dataclasses import replace
 
 from ..validation import ParameterError
-from .core import PATTERN_FIELDS, CacheMissError, Context, ErosionConfig, finetune_run
-
+from .core import PATTERN_FIELDS, Context, ErosionConfig, finetune_run, missing_or
+from .units import Unit, experiment_unit
 
 BREADTH_FACTORS = ("arch", "pattern", "pattern_size", "fraction", "dataset", "finetune_lr", "finetune_weight_decay")
+# breadth runs are shorter and evaluated less densely than the erosion chapter's
+PROFILE_CONFIG = {"smoke": dict(), "cpu": dict(finetune_epochs=2, n_evals=8),
+                  "paper": dict(finetune_epochs=2, n_evals=8)}
+PROFILE_EXTRAS = {
+    "smoke": dict(supplement_profile=None, around_lrs=[0.01], archs=["mlp"], patterns=["noise"],
+                  pattern_sizes=[2], fractions=[0.5], datasets=[], finetune_lrs=[0.01],
+                  finetune_weight_decays=[0.0]),
+    "cpu": dict(supplement_profile=None, around_lrs=[0.01, 0.1], patterns=["position", "noise"],
+                pattern_sizes=[1, 2, 8],
+                fractions=[0.1, 0.5], archs=["resnet18", "mlp"], datasets=[], finetune_lrs=[0.001, 0.01, 0.1],
+                finetune_weight_decays=[0.0, 5e-4]),
+    # the cpu-profile supplement: every setting computed, at a smaller scale (see the Breadth chapter)
+    "paper": dict(supplement_profile="cpu", around_lrs=[0.01, 0.1], patterns=["position", "noise"],
+                  pattern_sizes=[1, 2, 8],
+                  fractions=[0.1, 0.5], archs=["vgg19", "mlp"], datasets=["fashion_mnist"],
+                  finetune_lrs=[0.001, 0.01, 0.1], finetune_weight_decays=[0.0, 5e-4]),
+}
+# the chapter's sweep parameters and the configuration field each varies
+SWEEPS = {"archs": "arch", "patterns": "pattern", "pattern_sizes": "pattern_size", "fractions": "fraction",
+          "datasets": "dataset", "finetune_lrs": "finetune_lr", "finetune_weight_decays": "finetune_weight_decay"}
+
+
+def sweeps_of(extras: dict) -> dict[str, list]:
+    """The breadth sweeps of ``extras``, keyed by configuration field (empty sweeps left out)."""
+    return {SWEEPS[k]: v for k, v in extras.items() if k in SWEEPS and v}
+
+
+def validate_extras(extras: dict, config: ErosionConfig) -> None:
+    """Every sweep is a list, and every variant it makes is a valid configuration (fails before any training)."""
+    for k in SWEEPS:
+        if not isinstance(extras[k], (list, tuple)):
+            raise ParameterError(f"{k}={extras[k]!r} must be a list, e.g. {k}=[...]; papermill's -p passes text, "
+                                 f"read as YAML: -p {k} '[...]', or use -y '{k}: [...]' or -f params.yaml")
+        extras[k] = list(extras[k])
+    breadth_variants(config, sweeps_of(extras), extras["around_lrs"])
 
 
 def breadth_variants(base: ErosionConfig, sweeps: dict[str, list],
@@ -60,9 +95,22 @@ def breadth_experiment(base: ErosionConfig, sweeps: dict[str, list], ctx: Contex
     rows = []
     for factor, c in breadth_variants(base, sweeps, around_lrs):
         row = {"factor": factor, "config": c.as_dict()}
-        try:
-            row.update(pattern=finetune_run(c, True, ctx), control=finetune_run(control_for(c, base), False, ctx))
-        except CacheMissError:
-            row["missing"] = True
+        got, why = missing_or(lambda c=c: dict(pattern=finetune_run(c, True, ctx),
+                                               control=finetune_run(control_for(c, base), False, ctx)))
+        row.update(got if why is None else {"missing": True})
         rows.append(row)
     return rows
+
+
+def units(base: ErosionConfig, extras: dict) -> list[Unit]:
+    """Each setting's pattern run and its control (for each seed in ``seeds``, if the profile has any)."""
+    out: list[Unit] = []
+    seeds = extras.get("seeds", [base.seed])
+    for seed in seeds:
+        for factor, c in breadth_variants(replace(base, seed=seed), sweeps_of(extras), extras["around_lrs"]):
+            label = f"breadth {factor}: {c.arch} {c.dataset} {c.pattern} k={c.pattern_size} p={c.fraction} " \
+                    f"lr={c.finetune_lr} wd={c.finetune_weight_decay}" + (f" seed {seed}" if len(seeds) > 1 else "")
+            out.append(experiment_unit(label + " pattern", "finetune", finetune_run, c, True))
+            out.append(experiment_unit(label + " control", "finetune", finetune_run,
+                                       control_for(c, replace(base, seed=seed)), False))
+    return out

@@ -11,7 +11,7 @@ import os
 import time
 import warnings
 from dataclasses import dataclass, field, fields, replace
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 
@@ -23,6 +23,7 @@ from ..train import SCHEDULES, Constraints, TrainConfig, accuracy, eval_steps, p
     train_until_perfect, with_normalization
 from ..validation import ParameterError, check_choice, check_number
 
+PROFILES = ("smoke", "cpu", "paper")  # seconds for tests; minutes on a CPU; the paper's scale, for a GPU
 PRETRAIN_FIELDS = ("dataset", "train_per_class", "test_per_class", "arch", "width", "mlp_depth", "mlp_hidden",
                    "pretrain_epochs", "pretrain_lr", "pretrain_batch_size", "pretrain_weight_decay",
                    "pretrain_schedule", "pretrain_extra_epochs", "augment", "seed")
@@ -169,6 +170,15 @@ class CacheMissError(RuntimeError):
     """A result is not cached and the context forbids computing it."""
 
 
+def missing_or(fn: Callable, *args, **kwargs) -> tuple[Any, str | None]:
+    """``(fn(*args, **kwargs), None)``, or ``(None, reason)`` when a result is not cached and the context may not
+    compute it: the one way a chapter reports what is missing, so that its page lists it instead of crashing."""
+    try:
+        return fn(*args, **kwargs), None
+    except CacheMissError as err:
+        return None, str(err)
+
+
 @functools.lru_cache(maxsize=4)
 def _load_subset(name: str, root: str | None, download: bool, train_pc: int | None, test_pc: int | None,
                  seed: int) -> data_mod.ImageData:
@@ -274,6 +284,16 @@ def make_evaluator(views: dict, y_true: torch.Tensor, reference: dict[str, torch
     return evaluate
 
 
+def clean_probe_sets(cfg: ErosionConfig, data: data_mod.ImageData, per_class: tuple[int, int]) -> dict:
+    """Class-balanced clean probe sets (``probe_train``, ``probe_test``: images and true labels), ``per_class`` images
+    of each class (at most what the smallest class has), drawn with seeds ``cfg.seed + 7`` and ``+ 8``."""
+    n_tr = min(per_class[0], int(torch.bincount(data.y_train).min()))
+    n_te = min(per_class[1], int(torch.bincount(data.y_test).min()))
+    itr = data_mod.balanced_indices(data.y_train, n_tr, cfg.seed + 7)
+    ite = data_mod.balanced_indices(data.y_test, n_te, cfg.seed + 8)
+    return dict(probe_train=(data.x_train[itr], data.y_train[itr]), probe_test=(data.x_test[ite], data.y_test[ite]))
+
+
 def patterned_train_set(cfg: ErosionConfig, data: data_mod.ImageData) -> tuple[torch.Tensor, torch.Tensor]:
     """Training images with the class pattern stamped into a fraction ``cfg.fraction`` of them."""
     codes = make_codes(cfg.pattern_spec(), data.num_classes, data.channels, data.image_size)
@@ -304,14 +324,15 @@ def finetune_params(cfg: ErosionConfig, patterned: bool) -> dict:
     return {**cfg.key_dict(), "patterned": patterned}
 
 
-def _with_extras(params: dict) -> dict:
+def key_with_extras(params: dict) -> dict:
+    """The key parameters of a result whose parameters are a configuration plus experiment-specific ones."""
     cfg, extra = split_config(params)
     return {**cfg.key_dict(), **extra}
 
 
-KEY_PARAMS["finetune"] = _with_extras
+KEY_PARAMS["finetune"] = key_with_extras
 KEY_PARAMS["pretrain"] = lambda params: split_config(params)[0].pretrain_params()
-KEY_PARAMS["representations"] = _with_extras
+KEY_PARAMS["representations"] = key_with_extras
 
 
 def finetune_run(cfg: ErosionConfig, patterned: bool, ctx: Context) -> dict:

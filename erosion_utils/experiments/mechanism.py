@@ -8,7 +8,8 @@ from dataclasses import dataclass, replace
 
 from .. import data as data_mod
 from ..validation import ParameterError, check_number
-from .core import CacheMissError, Context, ErosionConfig, finetune_run, pretrain_summary
+from .core import Context, ErosionConfig, finetune_run, missing_or, pretrain_summary
+from .units import Unit, experiment_unit
 
 GROUPS = ("map", "same_steps", "same_noise", "weight_decay", "warmup", "duration")
 GROUP_TITLES = {"map": "phase map (fixed epochs)", "same_steps": "same steps as the reference batch",
@@ -123,11 +124,10 @@ def mechanism_experiment(base: ErosionConfig, extras: dict, ctx: Context) -> lis
     rows = []
     for run in mechanism_runs(base, extras):
         row = {"groups": list(run.groups), "config": run.config.as_dict(), "seed": run.config.seed}
-        try:
-            row.update(pattern=finetune_run(run.config, True, ctx), control=finetune_run(run.config, False, ctx),
-                       pretrain=pretrain_summary(run.config, ctx))
-        except CacheMissError:
-            row["missing"] = True
+        got, why = missing_or(lambda c=run.config: dict(pattern=finetune_run(c, True, ctx),
+                                                        control=finetune_run(c, False, ctx),
+                                                        pretrain=pretrain_summary(c, ctx)))
+        row.update(got if why is None else {"missing": True})
         rows.append(row)
     return rows
 
@@ -138,21 +138,17 @@ def compute_mechanism_run(ctx: Context, cfg: ErosionConfig) -> None:
     finetune_run(cfg, False, ctx)
 
 
-def paper_units(profile: str = "paper") -> list:
-    """The chapter's work for ``python -m erosion_utils paper``: one unit per configuration (pattern run and control),
-    in :func:`mechanism_runs` order (every group at the first seed, then the other seeds)."""
-    from ..executors import experiment_unit
-    from ..profiles import resolve
-
-    r = resolve("mechanism", profile)
-    units = []
-    for run in mechanism_runs(r.config, r.extras):
+def units(base: ErosionConfig, extras: dict) -> list[Unit]:
+    """The chapter's work: one unit per configuration (pattern run and control), in :func:`mechanism_runs` order
+    (every group at the first seed, then the other seeds)."""
+    out = []
+    for run in mechanism_runs(base, extras):
         c = run.config
         label = (f"mechanism {'/'.join(run.groups)}: lr={c.finetune_lr:g} batch={c.finetune_batch_size} "
                  f"epochs={c.finetune_epochs:g} warmup={c.finetune_warmup_epochs:g} wd={c.finetune_weight_decay:g} "
                  f"seed {c.seed}")
-        units.append(experiment_unit(label, "finetune", compute_mechanism_pair, c))
-    return units
+        out.append(experiment_unit(label, "finetune", compute_mechanism_pair, c))
+    return out
 
 
 def compute_mechanism_pair(cfg: ErosionConfig, ctx: Context) -> None:

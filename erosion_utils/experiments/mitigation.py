@@ -17,15 +17,15 @@ from dataclasses import dataclass, replace
 import torch
 from torch import nn
 
-from .. import data as data_mod
 from ..cache import provenance
 from ..models import num_stages
 from ..probes import layer_report
 from ..train import TrainConfig, eval_steps, predict, train
 from ..validation import ParameterError, check_number
-from .core import (KEY_PARAMS, CacheMissError, Context, ErosionConfig, _cached, eval_views, finetune_params,
-                   finetune_run, load_data, make_evaluator, new_model, patterned_train_set, pretrain_summary,
-                   pretrained_model, split_config)
+from .core import (KEY_PARAMS, CacheMissError, Context, ErosionConfig, _cached, clean_probe_sets, eval_views,
+                   finetune_params, finetune_run, key_with_extras, load_data, make_evaluator, missing_or, new_model,
+                   patterned_train_set, pretrain_summary, pretrained_model)
+from .units import Unit, experiment_unit
 
 KINDS = ("baseline", "freeze", "head_only", "l2sp", "erase", "lower_lr", "warmup", "fraction")  # of Mitigation.kind
 ALPHAS = [round(i / 10, 1) for i in range(11)]  # 0, 0.1, ..., 1
@@ -233,13 +233,8 @@ def finetuned_model(cfg: ErosionConfig, patterned: bool, ctx: Context) -> nn.Mod
     return model
 
 
-def _with_extras(params: dict) -> dict:
-    cfg, extra = split_config(params)
-    return {**cfg.key_dict(), **extra}
-
-
-KEY_PARAMS["interpolation"] = _with_extras
-KEY_PARAMS["recovery"] = _with_extras
+KEY_PARAMS["interpolation"] = key_with_extras
+KEY_PARAMS["recovery"] = key_with_extras
 
 
 # ----------------------------------------------------------------------------------------------- interpolation
@@ -274,15 +269,6 @@ def interpolation_run(cfg: ErosionConfig, alphas: list[float], ctx: Context) -> 
 
 
 # ---------------------------------------------------------------------------------------------------- recovery
-
-def _probe_sets(cfg: ErosionConfig, data: data_mod.ImageData, per_class: tuple[int, int]) -> dict:
-    """Class-balanced clean probe sets, drawn as in the representations chapter (clean labels only)."""
-    n_tr = min(per_class[0], int(torch.bincount(data.y_train).min()))
-    n_te = min(per_class[1], int(torch.bincount(data.y_test).min()))
-    itr = data_mod.balanced_indices(data.y_train, n_tr, cfg.seed + 7)
-    ite = data_mod.balanced_indices(data.y_test, n_te, cfg.seed + 8)
-    return dict(probe_train=(data.x_train[itr], data.y_train[itr]), probe_test=(data.x_test[ite], data.y_test[ite]))
-
 
 def clean_and_follow_evaluator(views: dict):
     """Clean accuracy, and accuracy and follow rate on the mismatched view (no matched view: recovery asks
@@ -326,7 +312,7 @@ def recovery_run(cfg: ErosionConfig, recovery_epochs: float, recovery_lrs: list[
         data = load_data(cfg, ctx)
         device = ctx.torch_device
         k = data.num_classes
-        sets = _probe_sets(cfg, data, (probe_train_per_class, probe_test_per_class))
+        sets = clean_probe_sets(cfg, data, (probe_train_per_class, probe_test_per_class))
         views = eval_views(cfg, data, device)
         evaluate = clean_and_follow_evaluator(views)
         x, y = data.x_train.to(device), data.y_train.to(device)
@@ -366,10 +352,10 @@ def recovery_run(cfg: ErosionConfig, recovery_epochs: float, recovery_lrs: list[
 # -------------------------------------------------------------------------------------------------- experiments
 
 def _missing_or(row: dict, fill) -> dict:
-    try:
-        row.update(fill())
-    except CacheMissError:
-        row["missing"] = True
+    """``row`` with what ``fill()`` returns, or with ``missing: True`` when a result is not cached (see
+    :func:`~erosion_utils.experiments.core.missing_or`)."""
+    got, why = missing_or(fill)
+    row.update(got if why is None else {"missing": True})
     return row
 
 
@@ -413,31 +399,20 @@ def recovery_experiment(base: ErosionConfig, extras: dict, ctx: Context) -> list
 
 # --------------------------------------------------------------------------------------------------------- units
 
-def chapter_units(base: ErosionConfig, extras: dict) -> list:
-    """The chapter's work units (:class:`erosion_utils.executors.Unit`), most informative first: the baseline and
-    every mitigation at the first seed, its interpolation and recovery, then the other seeds likewise."""
-    from ..executors import experiment_unit
-
-    units = []
+def units(base: ErosionConfig, extras: dict) -> list[Unit]:
+    """The chapter's work units, most informative first: the baseline and every mitigation at the first seed, its
+    interpolation and recovery, then the other seeds likewise."""
+    out = []
     for seed in extras["seeds"]:
         settings = mitigation_settings(replace(base, seed=seed), extras)
         b = settings[0].config
-        units.append(experiment_unit(f"mitigation baseline control seed {seed}", "finetune", finetune_run, b, False))
+        out.append(experiment_unit(f"mitigation baseline control seed {seed}", "finetune", finetune_run, b, False))
         for m in settings:
-            units.append(experiment_unit(f"mitigation {m.label} pattern seed {seed}", "finetune", finetune_run,
-                                         m.config, True))
-        units.append(experiment_unit(f"mitigation interpolation seed {seed}", "interpolation", interpolation_run, b,
-                                     list(extras["interpolation_alphas"])))
+            out.append(experiment_unit(f"mitigation {m.label} pattern seed {seed}", "finetune", finetune_run,
+                                       m.config, True))
+        out.append(experiment_unit(f"mitigation interpolation seed {seed}", "interpolation", interpolation_run, b,
+                                   list(extras["interpolation_alphas"])))
         kw = recovery_kwargs(extras)
-        units.append(experiment_unit(f"mitigation recovery seed {seed}", "recovery", recovery_run, b,
-                                     kw["recovery_epochs"], kw["recovery_lrs"], *[kw[k] for k in PROBE_KEYS]))
-    return units
-
-
-def paper_units(profile: str = "paper") -> list:
-    """The chapter's units for ``profile`` (registered with ``python -m erosion_utils paper``)."""
-    from ..profiles import resolve
-
-    run = resolve("mitigation", profile)
-    return chapter_units(run.config, run.extras)
-
+        out.append(experiment_unit(f"mitigation recovery seed {seed}", "recovery", recovery_run, b,
+                                   kw["recovery_epochs"], kw["recovery_lrs"], *[kw[k] for k in PROBE_KEYS]))
+    return out

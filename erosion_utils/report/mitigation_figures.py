@@ -1,5 +1,5 @@
 """Figures of the Mitigation and recovery chapter (cheap, rerun freely), from the tables of
-:mod:`erosion_utils.mitigation_report`, in the book's style (:func:`erosion_utils.plots.setup`): at most three
+:mod:`erosion_utils.report.mitigation`, in the book's style (:func:`erosion_utils.report.plots.setup`): at most three
 panels per row, at most the page width, pattern and control in the same colours on every page. Each returns None
 when there is nothing to draw."""
 from __future__ import annotations
@@ -13,16 +13,12 @@ import pandas as pd
 import seaborn as sns
 
 from .claims import FOLLOW_PARTIAL
-from .mitigation_report import ARM_TITLES, STATISTICS
-from .pages import fmt_value
+from .mitigation import ARM_TITLES, STATISTICS
+from .words import fmt_value, is_nan
 from .plots import PAGE_WIDTH_IN, PALETTE, panel_grid
 
 ARM_COLOURS = {"pattern": PALETTE["pattern"], "control": PALETTE["control"], "scratch": "#7f7f7f"}
 MARKERS = "osD^vP*Xhp<>"
-
-
-def _nan(x) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
 
 
 def summary(stats: pd.DataFrame) -> plt.Figure | None:
@@ -36,8 +32,8 @@ def summary(stats: pd.DataFrame) -> plt.Figure | None:
     ax = fig.add_subplot()
     base = stats.iloc[0]
     if base.seeds > 0:
-        lo = base.clean_control if _nan(base.clean_control_lo) else base.clean_control_lo
-        hi = base.clean_control if _nan(base.clean_control_hi) else base.clean_control_hi
+        lo = base.clean_control if is_nan(base.clean_control_lo) else base.clean_control_lo
+        hi = base.clean_control if is_nan(base.clean_control_hi) else base.clean_control_hi
         ax.axhspan(lo, hi, color=ARM_COLOURS["control"], alpha=0.12, lw=0)
         ax.axhline(base.clean_control, color=ARM_COLOURS["control"], lw=1, ls="--", label="baseline control")
     kinds = [k for k in dict.fromkeys(done.kind) if k != "baseline"]
@@ -48,14 +44,14 @@ def summary(stats: pd.DataFrame) -> plt.Figure | None:
     rank = done.groupby("kind").cumcount()  # the second setting of a kind: open marker
     for i, r in done.iterrows():
         def err(q):
-            return None if _nan(r[f"{q}_lo"]) else [[r[q] - r[f"{q}_lo"]], [r[f"{q}_hi"] - r[q]]]
+            return None if is_nan(r[f"{q}_lo"]) else [[r[q] - r[f"{q}_lo"]], [r[f"{q}_hi"] - r[q]]]
         ax.errorbar(r.follow_pattern, r.clean_pattern, xerr=err("follow_pattern"), yerr=err("clean_pattern"),
                     fmt=MARKERS[rank[i] % len(MARKERS)], color=colours[r.kind], ms=6, capsize=2, lw=1,
                     mfc=colours[r.kind] if rank[i] == 0 else "white", mew=1.3, label=r.label)
     ax.axvline(FOLLOW_PARTIAL, color="grey", lw=0.6, ls=":")
     top = np.nanmax(np.r_[done.clean_pattern_hi.fillna(0).to_numpy(float), done.clean_pattern.to_numpy(float),
-                          [base.clean_control_hi if not _nan(base.clean_control_hi) else 0.0,
-                           base.clean_control if not _nan(base.clean_control) else 0.0]])
+                          [base.clean_control_hi if not is_nan(base.clean_control_hi) else 0.0,
+                           base.clean_control if not is_nan(base.clean_control) else 0.0]])
     ax.set_xlim(-0.02, 1.02)
     ax.set_ylim(0, min(1.0, max(0.1, float(top) * 1.12)))
     ax.set_xlabel("follow rate (reliance on the pattern)")

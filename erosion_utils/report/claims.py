@@ -10,7 +10,7 @@ import math
 
 import pandas as pd
 
-from .pages import rates_phrase
+from .words import rates_phrase
 
 EROSION_THRESHOLD = 0.10  # clean-accuracy loss relative to the control that we call erosion
 FOLLOW_THRESHOLD = 0.90  # share of mismatched predictions that follow the pattern that we call reliance

@@ -1,5 +1,5 @@
-"""Figures of the mechanism chapter (cheap, rerun freely), from the tables of :mod:`erosion_utils.mechanism_report`,
-in the book's style (:func:`erosion_utils.plots.setup`): at most three panels per row, pattern and control in the
+"""Figures of the mechanism chapter (cheap, rerun freely), from the tables of :mod:`erosion_utils.report.mechanism`,
+in the book's style (:func:`erosion_utils.report.plots.setup`): at most three panels per row, pattern and control in the
 same colours on every page. Each returns None when there is nothing to draw."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from .mechanism_report import SPIKE_LOSS, cell_stats, in_group
+from .mechanism import SPIKE_LOSS, cell_stats, in_group
 from .plots import CONDITION_LABELS, PALETTE, panel_grid
 
 

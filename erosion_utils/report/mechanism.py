@@ -61,7 +61,7 @@ def largest_jump(records: list[dict], key: str = "weight_distance") -> tuple[flo
 
 def run_frame(rows: list[dict]) -> pd.DataFrame:
     """One row per computed configuration of the chapter (missing ones flagged): settings, steps, the erosion
-    summary of :func:`erosion_utils.analysis.run_summary` and the dynamics above for the pattern run and control."""
+    summary of :func:`erosion_utils.report.analysis.run_summary` and the dynamics above for the pattern run and control."""
     out = []
     for row in rows:
         c = row["config"]

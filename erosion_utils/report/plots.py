@@ -1,4 +1,4 @@
-"""Figures (cheap, rerun freely) from the tables of :mod:`erosion_utils.analysis`, legible at the book's page width.
+"""Figures (cheap, rerun freely) from the tables of :mod:`erosion_utils.report.analysis`, legible at the book's page width.
 
 Every figure is at most :data:`PAGE_WIDTH_IN` wide with at most :data:`MAX_COLS` panels per row and no text below
 :data:`MIN_FONT_PT`, and the book shows it as SVG at its natural size, so fonts render at their point size

@@ -1,7 +1,7 @@
 """The Mitigation and recovery chapter's analysis: tables, verdict rules and generated sentences, all pure functions
-of cached results (no training; the figures are in :mod:`erosion_utils.mitigation_figures`).
+of cached results (no training; the figures are in :mod:`erosion_utils.report.mitigation_figures`).
 
-Every verdict follows a stated rule with fixed thresholds (below, and those of :mod:`erosion_utils.claims`);
+Every verdict follows a stated rule with fixed thresholds (below, and those of :mod:`erosion_utils.report.claims`);
 nothing is tuned to the results. Every sentence is generated from the numbers, so it stays true for any parameters:
 one seed says "one seed: no interval", a missing result is reported as missing.
 """
@@ -15,7 +15,7 @@ import pandas as pd
 from .analysis import mean_ci, run_summary
 from .claims import (EROSION_THRESHOLD, FOLLOW_PARTIAL, FOLLOW_THRESHOLD, PICKUP_THRESHOLD, PROBE_THRESHOLD, erodes,
                      picks_up_pattern)
-from .pages import ci_phrase, fmt, fmt_value, join_values, plural
+from .words import ci_phrase, fmt, fmt_value, is_nan, join_values, plural
 
 KEEP_MARGIN = 0.03  # clean accuracy at most this far below the reference counts as kept
 REDUCE_MARGIN = 0.05  # a mitigation reduces erosion when its mean erosion is this much below the baseline's
@@ -61,10 +61,6 @@ EXTRA_COMPUTE = {"baseline": "—", "freeze": "less (fewer gradients)", "head_on
 ARM_TITLES = {"pattern": "eroded → clean", "control": "control → clean", "scratch": "from scratch"}
 
 
-def _nan(x) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
-
-
 def seeds_scope(n: int) -> str:
     """"one seed" or "mean over 3 seeds": what a number averaged over ``n`` seeds is."""
     return "one seed" if n == 1 else f"mean over {plural(n, 'seed')}"
@@ -72,7 +68,7 @@ def seeds_scope(n: int) -> str:
 
 def upper_bound(mean: float, ci_high: float) -> float:
     """What "prevents" compares with the threshold: the upper CI end, or the mean when there is no interval."""
-    return mean if _nan(ci_high) else ci_high
+    return mean if is_nan(ci_high) else ci_high
 
 
 # ------------------------------------------------------------------------------------------------- mitigations
@@ -160,9 +156,9 @@ def mitigation_verdict(row: pd.Series | dict, baseline: pd.Series | dict) -> dic
 
 def _ci_cell(row, q: str) -> str:
     m, lo, hi = row[q], row[f"{q}_lo"], row[f"{q}_hi"]
-    if _nan(m):
+    if is_nan(m):
         return "—"
-    if _nan(lo) or _nan(hi):
+    if is_nan(lo) or is_nan(hi):
         return fmt(m)
     return f"{fmt(m)} [{fmt(lo)}, {fmt(hi)}]"
 
@@ -433,10 +429,10 @@ def recovery_verdicts(steps: pd.DataFrame, gaps: pd.DataFrame) -> dict[float, di
         n_layers = int(gaps.depth.max()) + 1 if len(gaps) else 0
         worst = (f"layer {int(end.loc[end.gap.idxmax()].depth) + 1} of {n_layers}, "
                  f"{end.loc[end.gap.idxmax()].layer}") if len(end) else None
-        rec = None if _nan(r.steps_pattern) else int(r.steps_pattern)
-        scr = None if _nan(r.steps_scratch) else int(r.steps_scratch)
+        rec = None if is_nan(r.steps_pattern) else int(r.steps_pattern)
+        scr = None if is_nan(r.steps_scratch) else int(r.steps_scratch)
         speed = recovery_speed(rec, scr, r.end_pattern, r.end_scratch)
-        probes_back = not _nan(end_gap) and end_gap <= PROBE_THRESHOLD
+        probes_back = not is_nan(end_gap) and end_gap <= PROBE_THRESHOLD
         if rec == 0:
             verdict = "nothing to recover"
         elif speed == "slow":
@@ -454,7 +450,7 @@ def recovery_verdicts(steps: pd.DataFrame, gaps: pd.DataFrame) -> dict[float, di
                     f"{reach(rec, 'the eroded network')} and {reach(scr, 'the network trained from scratch')}; "
                     f"at the end, clean accuracy is {fmt(r.end_pattern)} for the eroded network, "
                     f"{fmt(r.end_control)} for the control and {fmt(r.end_scratch)} for scratch. ")
-        if not _nan(end_gap):
+        if not is_nan(end_gap):
             sentence += (f"The largest per-layer probe deficit of the eroded network against the control is "
                          f"{fmt(start_gap)} at the start of recovery and {fmt(end_gap)} ({worst}) at its end. ")
         why = {"fast": ("the eroded network reaches the target and scratch does not" if scr is None else
@@ -477,7 +473,7 @@ def recovery_verdicts(steps: pd.DataFrame, gaps: pd.DataFrame) -> dict[float, di
 def recovery_steps_table(steps: pd.DataFrame) -> pd.DataFrame:
     """:func:`recovery_steps` as the page shows it."""
     def cell(v, total):
-        return f"> {int(total)}" if _nan(v) else str(int(v))
+        return f"> {int(total)}" if is_nan(v) else str(int(v))
 
     steps = steps.sort_values("lr", ascending=False, kind="stable")
     return pd.DataFrame([{"recovery lr": fmt_value(float(r.lr)), "seed": str(r.seed),

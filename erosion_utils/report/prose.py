@@ -1,6 +1,6 @@
 """Result sentences generated from the results, for whatever parameters a chapter ran: any number of learning rates,
 seeds and settings; one seed gives "no interval"; a sentence that states an outcome does so only where a rule of
-:mod:`erosion_utils.claims` says it holds. Sentences are MyST Markdown (``{ref}`` roles allowed), except the
+:mod:`erosion_utils.report.claims` says it holds. Sentences are MyST Markdown (``{ref}`` roles allowed), except the
 ``*_key`` texts, which are plain text for the intro's "Key results" box.
 """
 from __future__ import annotations
@@ -8,7 +8,7 @@ from __future__ import annotations
 import pandas as pd
 
 from . import claims
-from .pages import ci_phrase, fmt, fmt_value, join_values, plural, rates_phrase
+from .words import ci_phrase, fmt, fmt_value, join_values, plural, rates_phrase
 
 FACTOR_WORDS = {"arch": "the architecture", "pattern": "the pattern kind", "pattern_size": "the pattern size *k*",
                 "fraction": "the patched fraction *p*", "dataset": "the dataset"}

@@ -1,5 +1,5 @@
-"""What the book's notebooks share to show results: wording (plurals, lists, numbers with their intervals), tables
-that fit the page, folds for long tables, figures with captions, and the "missing results" table.
+"""What the book's notebooks share to show results: tables that fit the page, folds for long tables, figures with
+captions, provenance, and the "missing results" table (the wording of numbers is in :mod:`.words`).
 
 Every chapter, present and future, uses these so that a rerun with any parameters gives a page that is still true:
 sentences loop over whatever was run, one seed says "no interval", and a result that is not cached is listed as
@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import html
 import math
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+import time
+from typing import TYPE_CHECKING, Any, Iterable
 
 import pandas as pd
 
+from ..cache import provenance as make_provenance
 from .analysis import provenance_frame
+from .words import DIGITS, MISSING, ci_phrase, fmt, fmt_value, join_values, plural, rates_phrase
 
-if TYPE_CHECKING:  # no torch import for the wording helpers
-    from .profiles import Resolved
+if TYPE_CHECKING:
+    from ..profiles import Resolved
 
 PROFILE_NOTES = {
     "smoke": "the **smoke** profile (a few dozen images and a tiny network, seconds on a CPU: it tests the code "
@@ -24,8 +27,6 @@ PROFILE_NOTES = {
     "cpu": "the **cpu** profile (a CIFAR-10 subset and narrow networks, minutes on a CPU)",
     "paper": "the **paper** profile (full CIFAR-10 and full-width networks, computed on a GPU)",
 }
-MISSING = "—"  # how a table shows a value that does not exist
-DIGITS = 3
 # columns holding parameters: shown exactly as given (0.0005, not 0.001), never rounded
 EXACT_COLUMNS = ("finetune_lr", "finetune_weight_decay", "fraction", "seed", "pattern_size", "width", "lr")
 # counts (stored as floats when a value is missing): shown without decimals
@@ -56,64 +57,6 @@ COLUMN_NAMES = {
     "arch": "architecture", "dataset": "dataset", "pattern": "pattern", "pattern_size": "pattern size k",
     "fraction": "patched fraction p", "finetune_weight_decay": "fine-tuning weight decay", "label": "setting (full)",
 }
-
-
-# ------------------------------------------------------------------------------------------------------ wording
-
-def fmt(value: Any, digits: int = DIGITS) -> str:
-    """A number as prose shows it: ``digits`` decimals for floats (never "-0.000"), integers as they are;
-    None, nan and inf (which prose must never show) become "n/a"."""
-    if value is None or isinstance(value, bool):
-        return "n/a" if value is None else ("yes" if value else "no")
-    if isinstance(value, int):
-        return str(value)
-    try:
-        x = float(value)
-    except (TypeError, ValueError):
-        return str(value)
-    if not math.isfinite(x):
-        return "n/a"
-    return f"{round(x, digits) + 0.0:.{digits}f}"
-
-
-def fmt_value(value: Any) -> str:
-    """A parameter value as prose shows it: ``0.1``, ``0.0005``, ``resnet18`` (shortest exact form, no rounding)."""
-    if isinstance(value, float):
-        return f"{value:g}" if math.isfinite(value) else "n/a"
-    return str(value)
-
-
-def plural(n: int, word: str, many: str | None = None, *, one_word: bool = False) -> str:
-    """``"1 seed"``, ``"3 seeds"`` (``many`` for irregular plurals; ``one_word`` writes "one seed")."""
-    if n == 1:
-        return f"one {word}" if one_word else f"1 {word}"
-    return f"{n} {many or word + 's'}"
-
-
-def join_values(values: Iterable[Any], conjunction: str = "and", formatter: Callable[[Any], str] = fmt_value) -> str:
-    """``"0.01"``, ``"0.01 and 0.1"``, ``"0.01, 0.05 and 0.1"`` (values formatted with ``formatter``)."""
-    items = [formatter(v) for v in values]
-    if not items:
-        return "none"
-    if len(items) == 1:
-        return items[0]
-    return f"{', '.join(items[:-1])} {conjunction} {items[-1]}"
-
-
-def rates_phrase(lrs: Iterable[float], prefix: str = "lr ") -> str:
-    """``"lr 0.05"`` for one rate, ``"lr 0.01 and 0.1"`` for several (sorted)."""
-    return prefix + join_values(sorted(lrs))
-
-
-def ci_phrase(mean: float, lo: float, hi: float, n_seeds: int, digits: int = DIGITS) -> str:
-    """``"0.307 (95% CI 0.177 to 0.437, 3 seeds)"``; with one seed ``"0.307 (one seed: no interval)"``; without a
-    value ``"n/a (no result)"``."""
-    if mean is None or not math.isfinite(float(mean)):
-        return "n/a (no result)"
-    if n_seeds < 2 or lo is None or hi is None or not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
-        why = "one seed: no interval" if n_seeds < 2 else f"{plural(n_seeds, 'seed')}: no interval"
-        return f"{fmt(mean, digits)} ({why})"
-    return f"{fmt(mean, digits)} (95% CI {fmt(lo, digits)} to {fmt(hi, digits)}, {plural(n_seeds, 'seed')})"
 
 
 def profile_note(profile: str, scope: str = "Every number and figure on this page") -> str:
@@ -263,44 +206,6 @@ def figure(key: str, fig, caption: str, name: str | None = None):
 
 # -------------------------------------------------------------------------------------------- missing results
 
-def load_or_missing(fn: Callable, *args, **kwargs) -> tuple[Any, str | None]:
-    """``(fn(*args, **kwargs), None)``, or ``(None, reason)`` when a result is not cached and may not be computed
-    here (:class:`~erosion_utils.experiments.CacheMissError`): pages show what is missing instead of crashing."""
-    from .experiments import CacheMissError
-
-    try:
-        return fn(*args, **kwargs), None
-    except CacheMissError as err:
-        return None, str(err)
-
-
-def erosion_runs(resolved: "Resolved", ctx) -> tuple[list[dict], dict[str, str | None]]:
-    """The erosion experiment's runs that can be loaded here, one (rate, seed) at a time, and what is missing
-    (description -> reason, None where loaded)."""
-    from .experiments import erosion_experiment
-
-    runs, missing = [], {}
-    for lr in resolved.extras["finetune_lrs"]:
-        for seed in resolved.extras["seeds"]:
-            got, why = load_or_missing(erosion_experiment, resolved.config, [seed], ctx, [lr])
-            runs += got or []
-            missing[f"erosion: pattern run and control at lr {fmt_value(lr)}, seed {seed}"] = why
-    return runs, missing
-
-
-def representation_entries(resolved: "Resolved", ctx) -> tuple[list[dict], dict[str, str | None]]:
-    """The representation experiment's results that can be loaded here, one rate at a time, and what is missing."""
-    from .experiments import representation_experiments
-
-    entries, missing = [], {}
-    for lr in resolved.extras["finetune_lrs"]:
-        got, why = load_or_missing(representation_experiments, resolved.config, ctx,
-                                   **{**resolved.extras, "finetune_lrs": [lr]})
-        entries += got or []
-        missing[f"representations: probes along fine-tuning at lr {fmt_value(lr)}"] = why
-    return entries, missing
-
-
 def missing_frame(missing: dict[str, str | None]) -> pd.DataFrame:
     """One row per missing result: what it is, and why it is missing (``missing``: what -> reason or None)."""
     return pd.DataFrame([{"result": what, "why": why} for what, why in missing.items() if why],
@@ -346,9 +251,5 @@ def compute_note(entries: list[dict]) -> str:
 
 def execution_provenance(seed: int, started: float) -> pd.DataFrame:
     """Provenance of a page computed while it executes (no cached result): commit, device, torch, wall time."""
-    import time
-
-    from .cache import provenance as make_provenance
-
     prov = make_provenance(seed, time.perf_counter() - started, "cpu")
     return pd.DataFrame([{"parameter": k, "value": fmt_value(v)} for k, v in prov.items()])
