@@ -102,6 +102,17 @@ def num_stages(arch: str, mlp_depth: int = 4) -> int:
     return mlp_depth if arch == "mlp" else 5
 
 
+STAGE_WORDS = {"resnet18": "the stem, then the four residual layers", "resnet34": "the stem, then the four residual "
+               "layers", "vgg11": "the five convolutional blocks", "vgg16": "the five convolutional blocks",
+               "vgg19": "the five convolutional blocks", "mlp": "the hidden blocks"}
+
+
+def stage_words(arch: str) -> str:
+    """What the stages of ``arch`` are, in words (as :func:`num_stages` counts them)."""
+    check_choice("arch", arch, ARCHS)
+    return STAGE_WORDS[arch]
+
+
 def build_model(arch: str, num_classes: int = 10, width: float = 1.0, in_channels: int = 3, image_size: int = 32,
                 mlp_depth: int = 4, mlp_hidden: int = 1024) -> nn.Module:
     """Build ``arch`` (one of :data:`ARCHS`) for ``image_size`` inputs; ``width`` scales every layer's channels."""

@@ -73,9 +73,9 @@ from erosion_utils.report import mechanism_figures as figs
 from erosion_utils.report import mechanism as mr
 from erosion_utils.report import plots
 from erosion_utils.report.claims import EROSION_THRESHOLD
-from erosion_utils.report.pages import (compute_note, figure, fold, glue, missing_table, parameters_table, profile_note,
-                                        provenance_table, table)
-from erosion_utils.report.words import ci_phrase, join_values, plural
+from erosion_utils.report.pages import (compute_note, figure, fold, glue, missing_table, parameters_table, pending_note,
+                                        profile_note, provenance_table, table)
+from erosion_utils.report.words import ci_phrase, epochs, join_values, plural
 
 plots.setup()
 run = resolve_notebook("mechanism", globals())
@@ -94,11 +94,8 @@ paper_run = resolve("mechanism", "paper")
 paper_rows = [] if profile == "paper" else mechanism_experiment(paper_run.config, paper_run.extras,
                                                                  Context(compute=False))
 paper_missing = sum(bool(r.get("missing")) for r in paper_rows)
-note = profile_note(profile) + " " + compute_note(used)
-if paper_rows and paper_missing:
-    note += (f" The paper-profile runs of this chapter ({plural(len(paper_rows), 'configuration')}) are registered "
-             f"with `python -m erosion_utils paper`; {paper_missing} of them {'is' if paper_missing == 1 else 'are'} "
-             f"not computed yet (a GPU run), so this page shows the {profile} profile.")
+note = (profile_note(profile) + " " + compute_note(used)
+        + pending_note(len(paper_rows), paper_missing, "configuration", profile))
 glue("mechanism_profile", profile)
 display(Markdown(note))
 display(missing_table(missing, profile))
@@ -161,7 +158,7 @@ pairs = mr.control_pairs(frame, ref_batch)
 noise = mr.noise_or_steps(pairs)
 spread = mr.collapse_spread(frame)
 ss_epochs = mr.in_group(frame, "same_steps").groupby("batch_size").epochs.first()
-epochs_text = join_values([f"{mr._epochs(e)} at batch {b}" for b, e in ss_epochs.items()], formatter=str)
+epochs_text = join_values([f"{epochs(e)} at batch {b}" for b, e in ss_epochs.items()], formatter=str)
 display(figure("fig_mech_controls", figs.controls(frame, ref_batch),
                f"Mean erosion against batch size (95% CI over seeds) at each control rate, given at the reference "
                f"batch {ref_batch}: same epochs (the phase map), same steps as the reference batch, and the rate "
@@ -215,7 +212,7 @@ def warm_sentence(cells) -> str:
         return "The warm-up runs are missing."
     return (f"At lr {ex['eroding_lr']:g}, mean erosion is " + join_values(
         [f"{ci_phrase(r.erosion_mean, r.erosion_lo, r.erosion_hi, r.seeds)} with "
-         + (f"{mr._epochs(r.warmup_epochs)} of warm-up" if r.warmup_epochs else "no warm-up") for r in cells.itertuples()],
+         + (f"{epochs(r.warmup_epochs)} of warm-up" if r.warmup_epochs else "no warm-up") for r in cells.itertuples()],
         formatter=str) + "; the follow rate is " + join_values(
         [f"{r.follow_pattern_mean:.3f}" for r in cells.itertuples()], formatter=str) + ", in the same order.")
 

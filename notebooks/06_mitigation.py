@@ -74,15 +74,15 @@ from IPython.display import Markdown, display
 
 from erosion_utils.experiments import Context
 from erosion_utils.experiments import mitigation as mit
-from erosion_utils.models import num_stages
+from erosion_utils.models import num_stages, stage_words
 from erosion_utils.profiles import resolve, resolve_notebook
 from erosion_utils.report import mitigation_figures as figs
 from erosion_utils.report import mitigation as mr
 from erosion_utils.report import plots
 from erosion_utils.report.claims import EROSION_THRESHOLD, FOLLOW_PARTIAL, FOLLOW_THRESHOLD, PROBE_THRESHOLD
-from erosion_utils.report.pages import (compute_note, figure, fold, glue, missing_table, parameters_table, profile_note,
-                                        provenance_table, table)
-from erosion_utils.report.words import fmt, fmt_value, join_values, plural
+from erosion_utils.report.pages import (compute_note, figure, fold, glue, missing_table, parameters_table, pending_note,
+                                        profile_note, provenance_table, table)
+from erosion_utils.report.words import epochs, fmt, fmt_value, join_values, plural
 
 plots.setup()
 run = resolve_notebook("mitigation", globals())
@@ -108,14 +108,9 @@ if profile != "paper":
     paper_rows = (mit.mitigation_experiment(paper.config, paper.extras, paper_ctx)
                   + mit.interpolation_experiment(paper.config, paper.extras, paper_ctx)
                   + mit.recovery_experiment(paper.config, paper.extras, paper_ctx))
-    paper_missing = sum(bool(r.get("missing")) for r in paper_rows)
-    if paper_missing:
-        note += (f" The paper-profile runs of this chapter ({plural(len(paper_rows), 'result')}: ResNet-18 on the "
-                 f"full CIFAR-10 at lr {paper.extras['eroding_lr']:g}, batch {paper.config.finetune_batch_size}) are "
-                 f"registered with `python -m erosion_utils paper`; {paper_missing} of them "
-                 f"{'is' if paper_missing == 1 else 'are'} not computed yet (a GPU run), so "
-                 + ("the book shows this chapter at the cpu profile until they are (`params/06_mitigation.yaml`)."
-                    if profile == "cpu" else f"this page uses the {profile} profile."))
+    note += pending_note(len(paper_rows), sum(bool(r.get("missing")) for r in paper_rows), "result", profile,
+                         f"ResNet-18 on the full CIFAR-10 at lr {paper.extras['eroding_lr']:g}, batch "
+                         f"{paper.config.finetune_batch_size}")
 glue("mitigation_profile", profile)
 display(Markdown(note))
 display(missing_table(missing, profile))
@@ -127,21 +122,13 @@ display(missing_table(missing, profile))
 cfg = base_cfg
 
 
-def epochs(values) -> str:
-    values = list(values)
-    return join_values(values) + (" epoch" if values == [1] or values == [1.0] else " epochs")
-
-
 stages = num_stages(cfg.arch, cfg.mlp_depth)
-stage_words = {"resnet18": "the stem, then the four residual layers", "resnet34": "the stem, then the four residual "
-               "layers", "vgg11": "the five convolutional blocks", "vgg16": "the five convolutional blocks",
-               "vgg19": "the five convolutional blocks", "mlp": "the hidden blocks"}[cfg.arch]
 display(Markdown(
     f"The baseline is a {cfg.arch} (width {fmt_value(cfg.width)}) pretrained to perfect training accuracy and "
     f"fine-tuned for {epochs([cfg.finetune_epochs])} "
     f"at lr {fmt_value(cfg.finetune_lr)}, batch {cfg.finetune_batch_size}, with the class pattern in every image "
     f"({plural(len(ex['seeds']), 'seed')}). The mitigations, each a parameter of every notebook (off by default):\n\n"
-    f"- **Freeze early stages** (`freeze_stages`): the first *k* of the network's {stages} stages ({stage_words}) "
+    f"- **Freeze early stages** (`freeze_stages`): the first *k* of the network's {stages} stages ({stage_words(cfg.arch)}) "
     f"keep their weights and their batch-norm statistics; here *k* = {join_values(ex['freeze_options'])}.\n"
     f"- **LP-FT** (`head_only_epochs`) {{cite}}`kumar2022finetuning`: only the classifier trains at first, for "
     f"{epochs(ex['head_only_options'])}, then every layer.\n"

@@ -15,6 +15,7 @@ import pandas as pd
 
 from .analysis import mean_ci, run_summary
 from .claims import EROSION_THRESHOLD, FOLLOW_PARTIAL
+from .words import epochs
 
 SPIKE_LOSS = 1.0  # largest batch loss that we call a spike (chance level on 10 classes is ln 10 = 2.30)
 MATCH_MARGIN = 0.10  # two mean erosions closer than this count as the same
@@ -256,10 +257,6 @@ def _lr(x: float) -> str:
     return f"{x:g}"
 
 
-def _epochs(x: float) -> str:
-    return f"{x:.3g} epoch" + ("" if x == 1 else "s")
-
-
 def _seeds(n: int) -> str:
     return "one seed" if n == 1 else f"{n} seeds"
 
@@ -284,7 +281,7 @@ def instability_sentence(v: dict, eroding_lr: float) -> str:
     if not v["warmup_tested"]:
         second = "no warm-up of one epoch or more was run"
     else:
-        levels = ", ".join(f"{val:.3f} with {_epochs(k)}" for k, val in sorted(warm.items()))
+        levels = ", ".join(f"{val:.3f} with {epochs(k)}" for k, val in sorted(warm.items()))
         removed = ("removed the spike" if v["warmup_removes_spike"] else "did not remove the spike (it came when the "
                    "rate approached its full value, so the jump alone does not cause it)")
         kept = ("kept mean erosion at or below" if v["warmup_prevents"] else "left mean erosion above")
@@ -303,7 +300,7 @@ def drift_sentence(v: dict) -> str:
                 "rate crept up", "unstable": "had a loss spike, so they do not isolate drift",
                 "erodes already": "add little: this rate erodes already in the usual number of epochs",
                 "no drift": "stayed stable with no rise of the follow rate"}[d["state"]]
-        parts.append(f"at lr {_lr(lr)}, the runs of {_epochs(d['long_epochs'])} (against {_epochs(d['short_epochs'])}) "
+        parts.append(f"at lr {_lr(lr)}, the runs of {epochs(d['long_epochs'])} (against {epochs(d['short_epochs'])}) "
                      f"{what} (follow rate {d['follow_short']:.3f} → {d['follow_long']:.3f}, erosion "
                      f"{d['erosion_short']:.3f} → {d['erosion_long']:.3f}, mean over {_seeds(d['seeds'])})")
     return "Long runs: " + "; ".join(parts) + f". Verdict on drift: **{v['verdict']}**."

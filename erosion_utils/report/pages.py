@@ -232,6 +232,17 @@ def missing_table(missing: dict[str, str | None], profile: str, shown_rows: int 
     return Html(note + body, f"missing results: {', '.join(frame.result)}")
 
 
+def pending_note(total: int, missing: int, word: str, profile: str, what: str = "") -> str:
+    """The sentence a chapter shown at a smaller profile adds when its paper-profile results are not all computed:
+    how many of its ``total`` paper-profile ``word``\ s (``what``: what they are) are still missing."""
+    if not missing or profile == "paper":
+        return ""
+    scope = f"{plural(total, word)}" + (f": {what}" if what else "")
+    return (f" The paper-profile runs of this chapter ({scope}) are registered with `python -m erosion_utils paper`; "
+            f"{missing} of them {'is' if missing == 1 else 'are'} not computed yet (a GPU run), so this page shows the "
+            f"{profile} profile.")
+
+
 def missing_sentence(what: str) -> str:
     """Prose in place of a result that is missing."""
     return f"The {what} could not be shown: its results are missing (see the table of missing results)."

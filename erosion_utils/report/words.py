@@ -37,6 +37,13 @@ def fmt_value(value: Any) -> str:
     return str(value)
 
 
+def epochs(values) -> str:
+    """``"1 epoch"``, ``"0.25 epochs"``, ``"1 and 2 epochs"``: one length or a list of lengths, in epochs (three
+    significant digits)."""
+    values = list(values) if isinstance(values, (list, tuple)) else [values]
+    return join_values(values, formatter=lambda v: f"{v:.3g}") + (" epoch" if values == [1] else " epochs")
+
+
 def plural(n: int, word: str, many: str | None = None, *, one_word: bool = False) -> str:
     """``"1 seed"``, ``"3 seeds"`` (``many`` for irregular plurals; ``one_word`` writes "one seed")."""
     if n == 1:
