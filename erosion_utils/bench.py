@@ -8,13 +8,21 @@
 
 :func:`graphs_selfcheck` (``python -m erosion_utils graphs``) compares 50 graphed steps with eager ones on a GPU.
 
+``python -m erosion_utils bench --cpu-profile`` (:func:`run_cpu_bench`) times a whole cpu-profile fine-tuning run and
+one evaluation pass on one CPU thread, on the reference path and on the fast path (``fast_path``: channels-last
+training with bf16 autocast as on CUDA, batch norm folded for a float32 evaluation, one batched pass over the three
+test views).
+
 Each variant trains a fresh copy of the same network on the same images, after a short warm-up that is not timed.
 """
 from __future__ import annotations
 
 import copy
 import json
+import platform
 import time
+from dataclasses import replace
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -22,9 +30,12 @@ import torchvision.transforms as T
 
 from .cache import provenance
 from .data import ImageData
+from .experiments.core import (Context, cpu_threads, eval_views, load_data, make_evaluator, new_model,
+                               patterned_train_set)
 from .graphs import TrainStep, compare_trajectories, graphs_available
 from .models import build_model
-from .train import resolve_device, with_normalization
+from .profiles import resolve
+from .train import eval_steps, resolve_device, train, with_normalization
 from .validation import check_number
 
 
@@ -219,3 +230,99 @@ def graphs_selfcheck() -> int:
         "first_losses": [res["eager"][:3], res["graphed"][:3]], "last_losses": [res["eager"][-3:], res["graphed"][-3:]],
         "device": torch.cuda.get_device_name(), "torch": torch.__version__, "ok": ok}, indent=1))
     return 0 if ok else 1
+
+
+def _timed(fn, repeats: int) -> float:
+    """The median of ``repeats`` timings of ``fn()`` (after one untimed call)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
+def run_cpu_bench(repeats: int = 3, lr: float = 0.1, dense_evals: int = 25, data_root: str | None = None) -> dict:
+    """The cpu profile's fine-tuning run (the erosion chapter's configuration at ``lr``: VGG-11 at width 0.25,
+    300 training and 100 test images per class, batch 64, 3 epochs, 12 evaluations of the three test views) on one
+    thread, on the reference path and the fast path, from a freshly initialised network (the weights do not change
+    the cost); one evaluation pass alone; and the fast path with ``dense_evals`` evaluations. Median of ``repeats``."""
+    check_number("repeats", repeats, low=1, integer=True)
+    check_number("dense_evals", dense_evals, low=2, integer=True)
+    cfg = resolve("erosion", "cpu").config
+    cfg = replace(cfg, finetune_lr=lr)
+    ctx = Context(device="cpu", data_root=data_root)
+    data = load_data(cfg, ctx)
+    views = eval_views(cfg, data, torch.device("cpu"))
+    x, y = patterned_train_set(cfg, data)
+    ft = cfg.finetune_config()
+    total = max(1, round(ft.epochs * max(1, len(x) // ft.batch_size)))
+    eval_images = sum(len(v[0]) for v in views.values())
+    start = time.perf_counter()
+
+    dense_at = next(eval_steps(total, n) for n in range(dense_evals, 10 * dense_evals)
+                    if len(eval_steps(total, n)) >= dense_evals)
+
+    def finetune(fast: bool, at: list[int]) -> float:
+        model = new_model(cfg, data)
+        evaluate = make_evaluator(views, fast=fast)
+        return _timed(lambda: train(copy.deepcopy(model), x, y, ft, 1, eval_at=at,
+                                    eval_fn=evaluate, desc="bench", fast=fast), repeats)
+
+    def evaluation(fast: bool) -> float:
+        model = new_model(cfg, data).eval()
+        evaluate = make_evaluator(views, fast=fast)
+        return _timed(lambda: evaluate(model), repeats)
+
+    rows = []
+    with cpu_threads(torch.device("cpu")):
+        usual_at = eval_steps(total, cfg.n_evals)
+        n_evals, n_dense = len(usual_at), len(dense_at)
+        seconds = {("run", "reference"): finetune(False, usual_at), ("run", "fast"): finetune(True, usual_at),
+                   ("eval", "reference"): evaluation(False), ("eval", "fast"): evaluation(True),
+                   ("dense run", "fast"): finetune(True, dense_at)}
+        work = {"run": total * ft.batch_size + n_evals * eval_images, "eval": eval_images,
+                "dense run": total * ft.batch_size + n_dense * eval_images}
+        for (what, path), sec in seconds.items():
+            ref = seconds.get((what, "reference"), seconds[("run", "reference")])
+            rows.append({"what": what, "path": path, "seconds": round(sec, 3),
+                         "images_per_s": round(work[what] / sec, 1), "speedup_vs_reference": round(ref / sec, 3)})
+        prov = provenance(0, time.perf_counter() - start, torch.device("cpu"))
+        threads = torch.get_num_threads()
+    eval_ref = seconds[("eval", "reference")]
+    dense_eval_cost = seconds[("dense run", "fast")] - (seconds[("run", "fast")] - n_evals * seconds[("eval", "fast")])
+    return {"provenance": {**prov, "cpu_model": _cpu_model(), "threads": threads},
+            "config": {"arch": cfg.arch, "width": cfg.width, "train_per_class": cfg.train_per_class,
+                       "test_per_class": cfg.test_per_class, "finetune_lr": lr, "batch_size": ft.batch_size,
+                       "epochs": ft.epochs, "steps": total, "evaluations": n_evals, "dense_evaluations": n_dense,
+                       "images_per_evaluation": eval_images, "initialisation": "random (timing only)"},
+            "rows": rows,
+            "targets": {"run_speedup": seconds[("run", "reference")] / seconds[("run", "fast")],
+                        "dense_eval_vs_reference_12": dense_eval_cost / (n_evals * eval_ref),
+                        "met": {"run_ge_2.5x": seconds[("run", "reference")] / seconds[("run", "fast")] >= 2.5,
+                                "dense_eval_le_1.5x": dense_eval_cost <= 1.5 * n_evals * eval_ref}}}
+
+
+def _cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo where there is one)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def format_cpu_rows(result: dict) -> str:
+    lines = [f"{'what':<12}{'path':<11}{'seconds':>9}{'img/s':>10}{'speed-up':>10}"]
+    for r in result["rows"]:
+        lines.append(f"{r['what']:<12}{r['path']:<11}{r['seconds']:>9.2f}{r['images_per_s']:>10.0f}"
+                     f"{r['speedup_vs_reference']:>9.2f}x")
+    t = result["targets"]
+    lines.append(f"on {result['provenance']['cpu_model']}, {result['provenance']['threads']} thread; run "
+                 f"{t['run_speedup']:.2f}x (target 2.5x), {result['config']['dense_evaluations']} evaluations cost "
+                 f"{t['dense_eval_vs_reference_12']:.2f}x the reference's {result['config']['evaluations']} "
+                 f"(target at most 1.5x)")
+    return "\n".join(lines)

@@ -64,11 +64,22 @@ def _paper(args) -> int:
 
 
 def _bench(args) -> int:
-    from .bench import format_rows, run_bench
+    from .bench import format_cpu_rows, format_rows, run_bench, run_cpu_bench
+    from .cache import atomic_write_bytes
     from .data import load_dataset
     from .executors import default_workers
     from .train import resolve_device
 
+    if args.cpu_profile:
+        out = Path(args.json) if args.json else Path(__file__).resolve().parents[1] / "results" / "bench_cpu.json"
+        if out.exists() and not args.overwrite:
+            raise ParameterError(f"{out} exists (a committed result is never overwritten): pass --json PATH, or "
+                                 f"--overwrite")
+        result = run_cpu_bench(args.repeats, data_root=args.data)
+        print(format_cpu_rows(result))
+        atomic_write_bytes(out, json.dumps(result, indent=1).encode())
+        print(f"written: {out}")
+        return 0
     dev = resolve_device(args.device)
     out = Path(args.json) if args.json else None
     if out is None:  # the committed GPU measurement is never overwritten by a CPU run or by accident
@@ -83,8 +94,6 @@ def _bench(args) -> int:
     result = run_bench(data, args.arch, args.width, args.images, tuple(args.batch_sizes), args.device,
                        args.loader_workers, n_workers, graphs=False if args.no_graphs else None)
     print(format_rows(result))
-    from .cache import atomic_write_bytes
-
     atomic_write_bytes(out, json.dumps(result, indent=1).encode())
     print(f"written: {out}")
     return 0
@@ -139,6 +148,10 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("--json", default=None,
                    help="where to write the result (default on CUDA: results/bench.json; required on a CPU)")
     n.add_argument("--overwrite", action="store_true", help="replace an existing --json file")
+    n.add_argument("--cpu-profile", action="store_true",
+                   help="time a cpu-profile fine-tuning run and an evaluation pass on one CPU thread, reference path "
+                        "against fast path (default file: results/bench_cpu.json)")
+    n.add_argument("--repeats", type=int, default=3, help="--cpu-profile: timings per variant (the median is kept)")
     n.set_defaults(func=_bench)
     h = sub.add_parser("graphs", help="50 CUDA-graphed training steps against eager ones on this GPU (same losses?)")
     h.set_defaults(func=lambda args: _graphs())

@@ -20,7 +20,7 @@ from torch import nn
 from ..cache import provenance
 from ..models import num_stages
 from ..probes import layer_report
-from ..train import TrainConfig, eval_steps, predict, train
+from ..train import TrainConfig, eval_steps, train
 from ..validation import ParameterError, check_number
 from .core import (KEY_PARAMS, CacheMissError, Context, ErosionConfig, _cached, clean_probe_sets, eval_views,
                    finetune_params, finetune_run, key_with_extras, load_data, make_evaluator, missing_or, new_model,
@@ -270,21 +270,6 @@ def interpolation_run(cfg: ErosionConfig, alphas: list[float], ctx: Context) -> 
 
 # ---------------------------------------------------------------------------------------------------- recovery
 
-def clean_and_follow_evaluator(views: dict):
-    """Clean accuracy, and accuracy and follow rate on the mismatched view (no matched view: recovery asks
-    whether clean accuracy comes back and whether the pattern still decides)."""
-    y_true = views["clean"][1]
-
-    def evaluate(model: nn.Module) -> dict:
-        clean = predict(model, views["clean"][0])
-        mism = predict(model, views["mismatched"][0])
-        return {"clean_acc": (clean == y_true).float().mean().item(),
-                "mismatched_acc": (mism == y_true).float().mean().item(),
-                "follow_rate": (mism == views["mismatched"][1]).float().mean().item()}
-
-    return evaluate
-
-
 def recovery_config(cfg: ErosionConfig, recovery_epochs: float, lr: float) -> TrainConfig:
     """The recovery optimiser: the fine-tuning optimiser of ``cfg`` at rate ``lr`` for ``recovery_epochs``,
     constant rate, no warm-up and no mitigation."""
@@ -314,7 +299,7 @@ def recovery_run(cfg: ErosionConfig, recovery_epochs: float, recovery_lrs: list[
         k = data.num_classes
         sets = clean_probe_sets(cfg, data, (probe_train_per_class, probe_test_per_class))
         views = eval_views(cfg, data, device)
-        evaluate = clean_and_follow_evaluator(views)
+        evaluate = make_evaluator(views, matched=False)
         x, y = data.x_train.to(device), data.y_train.to(device)
 
         def probes(model) -> list[dict]:
