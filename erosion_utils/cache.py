@@ -74,12 +74,25 @@ def device_name(device: torch.device | str) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+PLAN_FILE = _REPO / "erosion_utils" / "report" / "plan.py"
+
+
+def plan_version() -> str:
+    """A short hash of the analysis plan's file (its rules) as it is here, or "none" without one: recorded in every
+    result's provenance, so a result names the plan that was in force when it was computed."""
+    try:
+        return hashlib.sha256(PLAN_FILE.read_bytes()).hexdigest()[:12]
+    except OSError:
+        return "none"
+
+
 def provenance(seed: int, wall_time_s: float, device: torch.device | str) -> dict:
     import torchvision
 
     return {**git_state(), "utc_time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "device": device_name(device), "torch": torch.__version__, "torchvision": torchvision.__version__,
-            "package_version": __version__, "wall_time_s": round(wall_time_s, 2), "seed": seed}
+            "package_version": __version__, "wall_time_s": round(wall_time_s, 2), "seed": seed,
+            "plan": plan_version()}
 
 
 class ResultCache:

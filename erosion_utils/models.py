@@ -127,3 +127,21 @@ def build_model(arch: str, num_classes: int = 10, width: float = 1.0, in_channel
     check_number("mlp_depth", mlp_depth, low=1, integer=True)
     check_number("mlp_hidden", mlp_hidden, low=1, integer=True)
     return MLP(in_channels * image_size * image_size, num_classes, mlp_depth, _scaled(mlp_hidden, width))
+
+
+def reinit_last_stages(model: nn.Module, k: int, seed: int) -> list[str]:
+    """Re-initialise, in place, the last ``k`` stages of ``model`` (a network from :func:`build_model`, possibly
+    wrapped so that its names carry a prefix) and its classifier, with each module's own initialisation
+    (``reset_parameters``: weights, biases and batch-norm statistics) under ``torch.manual_seed(seed)``: what the
+    network would be if the features of those stages were destroyed. Returns the names of the modules reset."""
+    stages = model.stage_names
+    check_number(f"k (the network has {len(stages)} stages)", k, low=0, high=len(stages), integer=True)
+    prefixes = [name for stage in stages[len(stages) - k:] for name in stage] + list(model.head_names)
+    torch.manual_seed(seed)
+    reset = []
+    for name, module in model.named_modules():
+        if any(name == p or name.startswith(p + ".") for p in prefixes) and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+            reset.append(name)
+    return reset
+

@@ -275,7 +275,7 @@ def erase_corners(x: torch.Tensor, prob: float, size: int, gen: torch.Generator)
 def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, seed: int,
           eval_at: list[int] | None = None, eval_fn: Callable[[nn.Module], dict] | None = None,
           desc: str = "train", constraints: Constraints | None = None, fast: bool = False,
-          monitor_at: list[int] | None = None, monitor_fn: Callable[[nn.Module, int], None] | None = None
+          monitor_at: list[int] | None = None, monitor_fn: Callable[[nn.Module, int, dict], None] | None = None
           ) -> list[dict]:
     """Train ``model`` (which takes uint8 images) with SGD on (x, y), both already on the model's device.
 
@@ -285,8 +285,9 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
     ``constraints`` (see :class:`Constraints`) freeze parts of the network, train the head alone first, add L2-SP or
     erase corners; the network's ``requires_grad`` flags are restored on return.
     ``fast``: on a CPU, train channels-last with bf16 autocast, as on CUDA (the fast path; no effect on CUDA).
-    ``cfg.clip_norm`` > 0 clips the global gradient norm before every step. ``monitor_fn(model, step)``
-    is called after each step in ``monitor_at`` (step 0 = before training), after the evaluation of that step.
+    ``cfg.clip_norm`` > 0 clips the global gradient norm before every step. ``monitor_fn(model, step, since)``
+    is called after each step in ``monitor_at`` (step 0 = before training), after the evaluation of that step, with
+    ``since`` = the largest batch loss and the largest gradient norm (before clipping) since the previous call.
     """
     cfg.validate()
     con = constraints or Constraints()
@@ -313,7 +314,8 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
                           nesterov=cfg.nesterov and cfg.momentum > 0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: lr_factor(s, total, cfg.schedule, warmup))
     graphed = None
-    if graphs.graphs_available(device) and not con.active and not cfg.clip_norm:  # CUDA only: one captured step
+    monitored = monitor_fn is not None  # the monitor reads gradient norms, which the captured step does not give
+    if graphs.graphs_available(device) and not con.active and not cfg.clip_norm and not monitored:  # CUDA only
         graphed = graphs.TrainStep(model, cfg.lr, cfg.momentum, cfg.weight_decay, cfg.nesterov)
 
     def fixed_modules(step: int) -> list[str]:
@@ -335,6 +337,14 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
     loss_sum = torch.zeros((), device=device)
     loss_max = torch.zeros((), device=device)
     loss_count = 0
+    since: dict[str, float | None] = {"batch_loss_max": None, "grad_norm_max": None}
+
+    def raise_to(key: str, value: float) -> None:
+        since[key] = value if since[key] is None else max(since[key], value)
+
+    def monitor(step: int) -> None:
+        monitor_fn(model, step, dict(since))
+        since.update(batch_loss_max=None, grad_norm_max=None)
 
     def record(step: int) -> None:
         nonlocal loss_sum, loss_max, loss_count
@@ -348,7 +358,7 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
     if 0 in eval_at:
         record(0)
     if 0 in monitor_at:
-        monitor_fn(model, 0)
+        monitor(0)
     set_train_mode(0)
     step = 0
     bar = tqdm(total=total, desc=desc, leave=False, disable=_progress_disabled(), mininterval=2.0)
@@ -376,8 +386,13 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
                 objective = loss + l2sp_penalty(model, con.anchor, con.l2sp_alpha) if anchored else loss
                 opt.zero_grad(set_to_none=True)
                 objective.backward()
+                trainable = [p for _, p in named if p.requires_grad and p.grad is not None]
                 if cfg.clip_norm:
-                    torch.nn.utils.clip_grad_norm_([p for _, p in named if p.requires_grad], cfg.clip_norm)
+                    norm = torch.nn.utils.clip_grad_norm_(trainable, cfg.clip_norm)
+                elif monitored:
+                    norm = torch.nn.utils.get_total_norm([p.grad for p in trainable])
+                if monitored:
+                    raise_to("grad_norm_max", float(norm))
                 opt.step()
                 sched.step()
             loss_sum += loss.detach().float()
@@ -387,8 +402,10 @@ def train(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: TrainConfig, 
             bar.update(1)
             if step in eval_at:
                 record(step)
+            if monitored:
+                raise_to("batch_loss_max", float(loss.detach()))
             if step in monitor_at:
-                monitor_fn(model, step)
+                monitor(step)
             if step in eval_at or step in monitor_at:
                 set_train_mode(step)
     bar.close()

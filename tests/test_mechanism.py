@@ -9,7 +9,8 @@ import pytest
 
 from erosion_utils.report import mechanism as mr
 from erosion_utils.experiments import Context
-from erosion_utils.experiments.mechanism import epochs_for_steps, mechanism_experiment, mechanism_runs, steps_of
+from erosion_utils.experiments.mechanism import (confirm_runs, epochs_for_steps, mechanism_experiment, mechanism_runs,
+                                                  steps_of)
 from erosion_utils.experiments.mechanism import units as units_of
 from erosion_utils.profiles import resolve
 from erosion_utils.validation import ParameterError
@@ -79,7 +80,8 @@ def test_missing_results_come_back_as_missing_rows(tmp_path):
 def test_paper_units_cover_every_configuration():
     r = resolve("mechanism", "paper")
     units = units_of(r.config, r.extras)
-    assert len(units) == len(mechanism_runs(r.config, r.extras))
+    configs = {run.config for run in confirm_runs(r.config, r.extras) + mechanism_runs(r.config, r.extras)}
+    assert len(units) == len(configs) and {u.args[0] for u in units} == configs
     assert all(u.stage == 1 and u.needs for u in units)
 
 

@@ -251,11 +251,17 @@ def test_paper_units_are_ordered_and_unique():
     units = M.units(paper.config, paper.extras)
     names = [u.name for u in units]
     assert len(names) == len(set(names))
-    assert names[0] == "mitigation baseline control seed 0"
+    assert all(u.stage == 1 and u.needs for u in units)
+    # the transfer setting first, seed by seed: control, baseline and options, interpolation, recovery
+    transfer = M.transfer_units(paper.config, paper.extras)
+    assert names[:len(transfer)] == [u.name for u in transfer] and names[0] == "transfer control seed 0"
     first_other_seed = next(i for i, n in enumerate(names) if n.endswith("seed 1"))
     assert {u.kind for u in units[:first_other_seed]} == {"finetune", "interpolation", "recovery"}
-    assert all(u.stage == 1 and u.needs for u in units)
-    assert units[1].args[0] == M.baseline_config(paper.config, paper.extras)
+    assert units[1].args[0] == M.transfer_base(paper.config, paper.extras)
+    # then the paper's (same-data) setting, exploratory seeds after any confirmatory ones
+    same = M.same_data_units(paper.config, paper.extras)
+    assert names[-len(same):] == [u.name for u in same] and same[0].name == "mitigation baseline control seed 0"
+    assert same[1].args[0] == M.baseline_config(paper.config, paper.extras)
     assert paper.config.arch == "resnet18" and paper.extras["eroding_lr"] == 0.1
 
 

@@ -362,7 +362,8 @@ def make_monitor(cfg: ErosionConfig, data: data_mod.ImageData, views: dict, devi
     """Dense dynamics on a fixed monitor set of ``cfg.monitor_per_class`` images per class: the mean loss on training
     images, clean (``loss_clean``) and carrying their own class's pattern (``loss_patterned``: the pattern run's
     training distribution), and the clean accuracy, mismatched accuracy and follow rate on as many test images.
-    Returns ``(monitor(model, step), records)``; each call appends one record."""
+    Returns ``(monitor(model, step, since), records)``; each call appends one record, with ``since`` (the largest
+    batch loss and gradient norm since the previous call, from :func:`erosion_utils.train.train`)."""
     k = cfg.monitor_per_class
     codes = make_codes(cfg.pattern_spec(), data.num_classes, data.channels, data.image_size)
     itr = data_mod.balanced_indices(data.y_train, min(k, int(torch.bincount(data.y_train).min())), MONITOR_SEED)
@@ -376,11 +377,11 @@ def make_monitor(cfg: ErosionConfig, data: data_mod.ImageData, views: dict, devi
     records: list[dict] = []
     n = len(itr)
 
-    def monitor(model: torch.nn.Module, step: int) -> None:
+    def monitor(model: torch.nn.Module, step: int, since: dict) -> None:
         losses = torch.nn.functional.cross_entropy(logits(model, train_x, fast=cfg.fast_path), train_y,
                                                    reduction="none")
         records.append({"step": step, "loss_clean": losses[:n].mean().item(),
-                        "loss_patterned": losses[n:].mean().item(), **evaluate(model)})
+                        "loss_patterned": losses[n:].mean().item(), **evaluate(model), **since})
 
     return monitor, records
 

@@ -1,6 +1,11 @@
-"""When and why erosion happens: the phase map (learning rate x batch size), its two controls (same steps, same
-noise scale), weight decay, warm-up and long stable runs. Every run is a pattern run and its clean control from the
-same pretrained weights, cached like every other fine-tuning run.
+"""When and why erosion happens. Every run is a pattern run and its clean control from the same pretrained weights,
+cached like every other fine-tuning run.
+
+- The exploratory design (seeds 0-2, reference path, :func:`mechanism_runs`): the phase map (learning rate x batch
+  size), its two controls (same steps, same noise scale), weight decay, warm-up and long stable runs.
+- The confirmatory design (:func:`confirm_runs`, seeds ``confirm_seeds``, fast path, dense monitor evaluation),
+  judged by rules of the analysis plan committed before it ran: the map closed at larger batches, the intervention
+  that removes the loss spike (gradient clipping, a long warm-up), and long runs at calm rates.
 """
 from __future__ import annotations
 
@@ -12,9 +17,21 @@ from .core import Context, ErosionConfig, finetune_run, missing_or, pretrain_sum
 from .units import Unit, experiment_unit
 
 GROUPS = ("map", "same_steps", "same_noise", "weight_decay", "warmup", "duration")
+CONFIRM_GROUPS = ("confirm_map", "clip", "long_warmup", "drift", "confirm_wd")
 GROUP_TITLES = {"map": "phase map (fixed epochs)", "same_steps": "same steps as the reference batch",
                 "same_noise": "same lr/batch (linear scaling)", "weight_decay": "weight decay",
-                "warmup": "warm-up", "duration": "long stable runs"}
+                "warmup": "warm-up", "duration": "long stable runs",
+                "confirm_map": "phase map (confirmatory)", "clip": "gradient clipping at the eroding setting",
+                "long_warmup": "long warm-up at the eroding setting", "drift": "long runs at calm rates",
+                "confirm_wd": "weight decay (confirmatory)"}
+
+# The intervention's gradient-norm clipping levels and the calm candidate rates, chosen from an exploratory pilot
+# (seed 100, cached like every run, used by no verdict) before any confirmatory run: at lr 0.1 and batch 64, clipping
+# at 0.5 and 1 kept the monitor loss below the spike threshold, 2 did not (unclipped: a peak of 25); a 2.5-epoch
+# warm-up did not remove the spike; lr 0.03 spiked (peak 1.5) and lr 0.01 did not (0.009).
+CPU_CLIP_NORMS = [0.5, 1.0, 2.0]
+PAPER_CLIP_NORMS = [0.5, 1.0, 2.0]  # the cpu levels (no GPU pilot was run); the rule reports whether they remove it
+CALM_CANDIDATES = [0.01, 0.015, 0.02]
 
 # per profile: changes to the base configuration, and the chapter's grids (the reference batch is the profile's
 # fine-tuning batch size; the eroding rate and the stable rates are chosen per profile, see the chapter)
@@ -22,13 +39,23 @@ GROUP_TITLES = {"map": "phase map (fixed epochs)", "same_steps": "same steps as 
 PROFILE_CONFIG = {"smoke": dict(n_evals=4), "cpu": dict(test_per_class=50, n_evals=7), "paper": dict(n_evals=16)}
 PROFILE_EXTRAS = {
     "smoke": dict(seeds=[0], map_lrs=[0.01, 0.1], map_batch_sizes=[16, 32], control_lrs=[0.1], wd_lrs=[0.1],
-                  weight_decays=[0.0, 5e-4], eroding_lr=0.1, warmups=[0.0, 0.5], long_lrs=[0.01], long_epochs=2.0),
+                  weight_decays=[0.0, 5e-4], eroding_lr=0.1, warmups=[0.0, 0.5], long_lrs=[0.01], long_epochs=2.0,
+                  confirm_seeds=[1], confirm_lrs=[0.01, 0.1], confirm_batch_sizes=[16, 64], fast_path=True,
+                  monitor_per_class=2, clip_norms=[1.0], long_warmups=[0.5], drift_lrs=[0.01], drift_epochs=2.0,
+                  confirm_wd_batch=None, confirm_weight_decays=[]),
     "cpu": dict(seeds=[0, 1, 2], map_lrs=[0.003, 0.01, 0.03, 0.1, 0.2], map_batch_sizes=[32, 64, 128],
                 control_lrs=[0.03, 0.1], wd_lrs=[0.03, 0.1], weight_decays=[0.0, 5e-4, 5e-3], eroding_lr=0.1,
-                warmups=[0.0, 0.25, 1.0, 2.0], long_lrs=[0.01, 0.03], long_epochs=9.0),
+                warmups=[0.0, 0.25, 1.0, 2.0], long_lrs=[0.01, 0.03], long_epochs=9.0,
+                confirm_seeds=[3, 4, 5, 6, 7], confirm_lrs=[0.003, 0.01, 0.03, 0.1, 0.2],
+                confirm_batch_sizes=[32, 64, 128, 256, 512], fast_path=True, monitor_per_class=20,
+                clip_norms=CPU_CLIP_NORMS, long_warmups=[2.5], drift_lrs=CALM_CANDIDATES, drift_epochs=15.0,
+                confirm_wd_batch=None, confirm_weight_decays=[]),
     "paper": dict(seeds=[0, 1, 2], map_lrs=[0.003, 0.01, 0.03, 0.1, 0.2], map_batch_sizes=[64, 128, 256, 512],
                   control_lrs=[0.03, 0.1, 0.2], wd_lrs=[0.03, 0.1], weight_decays=[0.0, 5e-4, 5e-3], eroding_lr=0.1,
-                  warmups=[0.0, 0.25, 1.0, 2.0], long_lrs=[0.01, 0.03], long_epochs=30.0),
+                  warmups=[0.0, 0.25, 1.0, 2.0], long_lrs=[0.01, 0.03], long_epochs=30.0,
+                  confirm_seeds=[3, 4, 5], confirm_lrs=[0.03, 0.1], confirm_batch_sizes=[128, 256, 512],
+                  fast_path=False, monitor_per_class=50, clip_norms=PAPER_CLIP_NORMS, long_warmups=[],
+                  drift_lrs=[], drift_epochs=20.0, confirm_wd_batch=256, confirm_weight_decays=[0.0, 5e-4]),
 }
 TRAIN_SIZE = {"cifar10": 50000, "cifar100": 50000, "fashion_mnist": 60000}
 
@@ -39,6 +66,13 @@ def _numbers(name: str, values, integer: bool = False, low: float = 0, low_inclu
     for v in values:
         check_number(f"{name} item", v, low=low, low_inclusive=low_inclusive, integer=integer)
     return list(values)
+
+
+def _maybe_empty(name: str, values, integer: bool = False, low_inclusive: bool = False) -> list:
+    """A list of numbers that may be empty (a design part a profile leaves out)."""
+    if isinstance(values, (list, tuple)) and not values:
+        return []
+    return _numbers(name, values, integer=integer, low_inclusive=low_inclusive)
 
 
 def validate_extras(extras: dict, config: ErosionConfig) -> None:
@@ -52,6 +86,24 @@ def validate_extras(extras: dict, config: ErosionConfig) -> None:
     check_number("long_epochs", extras["long_epochs"], low=0, low_inclusive=False)
     for w in _numbers("warmups", extras["warmups"], low_inclusive=True):
         check_number("warmups item", w, low=0, high=config.finetune_epochs, high_inclusive=False)
+    seeds = _maybe_empty("confirm_seeds", extras["confirm_seeds"], integer=True, low_inclusive=True)
+    if len(set(seeds)) != len(seeds):
+        raise ParameterError(f"confirm_seeds={seeds!r} lists a seed twice; each seed must appear once")
+    _maybe_empty("confirm_lrs", extras["confirm_lrs"])
+    _maybe_empty("confirm_batch_sizes", extras["confirm_batch_sizes"], integer=True)
+    if not isinstance(extras["fast_path"], bool):
+        raise ParameterError(f"fast_path={extras['fast_path']!r} must be true or false")
+    check_number("monitor_per_class", extras["monitor_per_class"], low=0, integer=True)
+    _maybe_empty("clip_norms", extras["clip_norms"])
+    for w in _maybe_empty("long_warmups", extras["long_warmups"]):
+        check_number("long_warmups item", w, low=0, high=config.finetune_epochs, high_inclusive=False)
+    _maybe_empty("drift_lrs", extras["drift_lrs"])
+    check_number("drift_epochs", extras["drift_epochs"], low=0, low_inclusive=False)
+    if extras["confirm_wd_batch"] is not None:
+        check_number("confirm_wd_batch", extras["confirm_wd_batch"], low=1, integer=True)
+    _maybe_empty("confirm_weight_decays", extras["confirm_weight_decays"], low_inclusive=True)
+    for run in confirm_runs(config, extras):
+        run.config.validate()
 
 
 def train_size(cfg: ErosionConfig) -> int:
@@ -118,11 +170,47 @@ def mechanism_runs(base: ErosionConfig, extras: dict) -> list[MechanismRun]:
     return [MechanismRun(tuple(groups), cfg) for cfg, groups in planned.items()]
 
 
-def mechanism_experiment(base: ErosionConfig, extras: dict, ctx: Context) -> list[dict]:
-    """Each configuration's pattern run and control, with its groups; with ``ctx.compute`` off, configurations whose
-    results are not cached come back with ``"missing": True``."""
+def confirm_runs(base: ErosionConfig, extras: dict) -> list[MechanismRun]:
+    """The confirmatory design, seed by seed (``confirm_seeds``; fast path and monitor as the profile says): the map
+    (``confirm_lrs`` x ``confirm_batch_sizes`` at the usual epochs), gradient clipping (``clip_norms``) and long
+    warm-ups (``long_warmups``) at the eroding rate and the reference batch, long runs (``drift_epochs``) at the calm
+    candidate rates ``drift_lrs`` with their usual-length runs, and (``confirm_wd_batch``) weight decay at the eroding
+    rate. A configuration shared by several groups appears once, with all its groups. Each is validated."""
+    planned: dict[ErosionConfig, list[str]] = {}
+
+    def add(group: str, cfg: ErosionConfig) -> None:
+        planned.setdefault(cfg.validate(), [])
+        if group not in planned[cfg]:
+            planned[cfg].append(group)
+
+    for seed in extras["confirm_seeds"]:
+        s = replace(base, seed=seed, fast_path=extras["fast_path"], monitor_per_class=extras["monitor_per_class"])
+        eroding = replace(s, finetune_lr=extras["eroding_lr"])
+        for lr in extras["confirm_lrs"]:
+            for b in extras["confirm_batch_sizes"]:
+                add("confirm_map", replace(s, finetune_lr=lr, finetune_batch_size=b))
+        add("clip", eroding)  # the arm without clipping
+        for c in extras["clip_norms"]:
+            add("clip", replace(eroding, finetune_clip_norm=c))
+        for w in extras["long_warmups"]:
+            add("long_warmup", eroding)
+            add("long_warmup", replace(eroding, finetune_warmup_epochs=w))
+        for lr in extras["drift_lrs"]:
+            add("drift", replace(s, finetune_lr=lr))
+            add("drift", replace(s, finetune_lr=lr, finetune_epochs=extras["drift_epochs"]))
+        if extras["confirm_wd_batch"] is not None:
+            for wd in extras["confirm_weight_decays"]:
+                add("confirm_wd", replace(eroding, finetune_batch_size=extras["confirm_wd_batch"],
+                                          finetune_weight_decay=wd))
+    return [MechanismRun(tuple(groups), cfg) for cfg, groups in planned.items()]
+
+
+def mechanism_experiment(base: ErosionConfig, extras: dict, ctx: Context, confirmatory: bool = False) -> list[dict]:
+    """Each configuration's pattern run and control, with its groups (the exploratory design, or with
+    ``confirmatory`` the confirmatory one); with ``ctx.compute`` off, configurations whose results are not cached
+    come back with ``"missing": True``."""
     rows = []
-    for run in mechanism_runs(base, extras):
+    for run in (confirm_runs if confirmatory else mechanism_runs)(base, extras):
         row = {"groups": list(run.groups), "config": run.config.as_dict(), "seed": run.config.seed}
         got, why = missing_or(lambda c=run.config: dict(pattern=finetune_run(c, True, ctx),
                                                         control=finetune_run(c, False, ctx),
@@ -139,14 +227,18 @@ def compute_mechanism_run(ctx: Context, cfg: ErosionConfig) -> None:
 
 
 def units(base: ErosionConfig, extras: dict) -> list[Unit]:
-    """The chapter's work: one unit per configuration (pattern run and control), in :func:`mechanism_runs` order
-    (every group at the first seed, then the other seeds)."""
-    out = []
-    for run in mechanism_runs(base, extras):
+    """The chapter's work: one unit per configuration (pattern run and control), the confirmatory design first (seed
+    by seed), then the exploratory one in :func:`mechanism_runs` order (every group at the first seed, then the
+    other seeds)."""
+    out, seen = [], set()
+    for run in confirm_runs(base, extras) + mechanism_runs(base, extras):
+        if run.config in seen:
+            continue
+        seen.add(run.config)
         c = run.config
         label = (f"mechanism {'/'.join(run.groups)}: lr={c.finetune_lr:g} batch={c.finetune_batch_size} "
                  f"epochs={c.finetune_epochs:g} warmup={c.finetune_warmup_epochs:g} wd={c.finetune_weight_decay:g} "
-                 f"seed {c.seed}")
+                 + (f"clip={c.finetune_clip_norm:g} " if c.finetune_clip_norm else "") + f"seed {c.seed}")
         out.append(experiment_unit(label, "finetune", compute_mechanism_pair, c))
     return out
 

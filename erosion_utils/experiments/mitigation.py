@@ -22,9 +22,10 @@ from ..models import num_stages
 from ..probes import layer_report
 from ..train import TrainConfig, eval_steps, train
 from ..validation import ParameterError, check_number
-from .core import (KEY_PARAMS, CacheMissError, Context, ErosionConfig, _cached, clean_probe_sets, eval_views,
-                   finetune_params, finetune_run, key_with_extras, load_data, make_evaluator, missing_or, new_model,
-                   patterned_train_set, pretrain_summary, pretrained_model)
+from ..models import reinit_last_stages
+from .core import (KEY_PARAMS, CacheMissError, Context, ErosionConfig, _cached, clean_probe_sets, cpu_threads,
+                   eval_views, finetune_params, finetune_run, key_with_extras, load_data, make_evaluator, missing_or,
+                   new_model, patterned_train_set, pretrain_summary, pretrained_model)
 from .units import Unit, experiment_unit
 
 KINDS = ("baseline", "freeze", "head_only", "l2sp", "erase", "lower_lr", "warmup", "fraction")  # of Mitigation.kind
@@ -43,16 +44,45 @@ def _settings() -> dict:
                 lower_lrs=[0.01], warmup_options=[1.0], fraction_options=[0.5])
 
 
+# The transfer setting's fine-tuning recipe, chosen on the clean control alone (pilot seeds 100 and 101, before any
+# pattern run of the setting; see the analysis plan): the candidate with the largest mean gain of clean test accuracy.
+# Measured (cpu): gains of 0.013, -0.028, 0.002, 0.024, 0.062 and 0.069 in this order: 6 epochs at lr 0.03 (cosine).
+TRANSFER_RECIPES = [dict(finetune_epochs=3.0, finetune_lr=0.1, finetune_schedule="constant"),
+                    dict(finetune_epochs=3.0, finetune_lr=0.03, finetune_schedule="constant"),
+                    dict(finetune_epochs=3.0, finetune_lr=0.01, finetune_schedule="constant"),
+                    dict(finetune_epochs=3.0, finetune_lr=0.1, finetune_schedule="cosine"),
+                    dict(finetune_epochs=6.0, finetune_lr=0.1, finetune_schedule="cosine"),
+                    dict(finetune_epochs=6.0, finetune_lr=0.03, finetune_schedule="cosine")]
+TRANSFER_RECIPE = TRANSFER_RECIPES[5]
+
+
+def _transfer(pretrain_per_class: int, seeds: list[int], recipe: dict, recovery_epochs: float,
+              scratch_epochs: float, n_evals: int = 8, **options) -> dict:
+    """The transfer setting's parameters (fresh lists each time)."""
+    return dict(transfer_seeds=list(seeds), transfer_pretrain_per_class=pretrain_per_class,
+                transfer_recipe=dict(recipe), transfer_recipes=[dict(r) for r in TRANSFER_RECIPES],
+                transfer_pilot_seeds=[100, 101], transfer_n_evals=n_evals, transfer_lower_lr_factors=[0.1],
+                transfer_reinit_stages=[1, 2], transfer_recovery_epochs=recovery_epochs,
+                transfer_scratch_epochs=scratch_epochs, transfer_recovery_evals=24, **options)
+
+
 PROFILE_EXTRAS = {
     "smoke": dict(seeds=[0], eroding_lr=0.1, mitigation_n_evals=2, freeze_options=[2], head_only_options=[0.5],
                   l2sp_options=[0.1], erase_options=[1.0], lower_lrs=[0.01], warmup_options=[0.5],
                   fraction_options=[0.5], interpolation_alphas=[0.0, 0.5, 1.0], recovery_epochs=1.0,
-                  recovery_lr_factors=[1.0, 0.1], **_PROBES["smoke"]),
+                  recovery_lr_factors=[1.0, 0.1], **_PROBES["smoke"], confirm_seeds=[1],
+                  **_transfer(8, [0], dict(finetune_epochs=1.0, finetune_lr=0.1, finetune_schedule="constant"), 1.0,
+                              2.0, n_evals=3)),
     "cpu": dict(seeds=[0, 1, 2], eroding_lr=0.1, mitigation_n_evals=2, **_settings(), interpolation_alphas=ALPHAS,
-                recovery_epochs=3.0, recovery_lr_factors=[1.0, 0.1], **_PROBES["cpu"]),
+                recovery_epochs=3.0, recovery_lr_factors=[1.0, 0.1], **_PROBES["cpu"], confirm_seeds=[3, 4, 5, 6, 7],
+                **_transfer(150, [0, 1, 2, 3, 4], TRANSFER_RECIPE, 3.0, 30.0)),
     "paper": dict(seeds=[0, 1, 2], eroding_lr=0.1, mitigation_n_evals=8, **_settings(), interpolation_alphas=ALPHAS,
-                  recovery_epochs=4.0, recovery_lr_factors=[1.0, 0.1], **_PROBES["paper"]),
+                  recovery_epochs=4.0, recovery_lr_factors=[1.0, 0.1], **_PROBES["paper"], confirm_seeds=[],
+                  **_transfer(2500, [0, 1, 2], TRANSFER_RECIPE, 3.0, 30.0)),
 }
+TRANSFER_KEYS = ("transfer_seeds", "transfer_pretrain_per_class", "transfer_recipe", "transfer_recipes",
+                 "transfer_pilot_seeds", "transfer_n_evals", "transfer_lower_lr_factors", "transfer_reinit_stages",
+                 "transfer_recovery_epochs", "transfer_scratch_epochs", "transfer_recovery_evals")
 PROBE_KEYS = ("probe_train_per_class", "probe_test_per_class", "probe_epochs")
 
 
@@ -102,6 +132,10 @@ def validate_extras(extras: dict, config: ErosionConfig) -> None:
     for seed in extras["seeds"]:
         for m in mitigation_settings(replace(config, seed=seed), extras):
             m.config.validate()
+    seeds = _numbers("confirm_seeds", extras["confirm_seeds"], integer=True)
+    if len(set(seeds)) != len(seeds):
+        raise ParameterError(f"confirm_seeds={seeds!r} lists a seed twice; each seed must appear once")
+    _validate_transfer(extras, config)
 
 
 # ---------------------------------------------------------------------------------------------------- planning
@@ -147,6 +181,11 @@ def mitigation_settings(base: ErosionConfig, extras: dict) -> list[Mitigation]:
     out += [Mitigation("fraction", f"patterned fraction {f:g}", f, replace(b, fraction=f))
             for f in extras["fraction_options"]]
     return out
+
+
+def confirm_base(base: ErosionConfig) -> ErosionConfig:
+    """The configuration of the confirmatory seeds of the paper's (same-data) setting: ``base`` on the fast path."""
+    return replace(base, fast_path=True)
 
 
 def recovery_lrs(extras: dict) -> list[float]:
@@ -225,8 +264,10 @@ def finetuned_model(cfg: ErosionConfig, patterned: bool, ctx: Context) -> nn.Mod
     x, y = patterned_train_set(cfg, data) if patterned else (data.x_train, data.y_train)
     ft = cfg.finetune_config()
     start = time.perf_counter()
-    train(model, x.to(device), y.to(device), ft, cfg.seed + 1, desc=f"finetune {'pattern' if patterned else 'control'}",
-          constraints=cfg.constraints(model, max(1, len(x) // ft.batch_size)))
+    with cpu_threads(device):
+        train(model, x.to(device), y.to(device), ft, cfg.seed + 1,
+              desc=f"finetune {'pattern' if patterned else 'control'}",
+              constraints=cfg.constraints(model, max(1, len(x) // ft.batch_size)), fast=cfg.fast_path)
     ctx.checkpoints.save("finetuned", params, {"state_dict": {k: v.cpu() for k, v in model.state_dict().items()},
                                                "provenance": provenance(cfg.seed, time.perf_counter() - start,
                                                                         device)})
@@ -344,11 +385,13 @@ def _missing_or(row: dict, fill) -> dict:
     return row
 
 
-def mitigation_experiment(base: ErosionConfig, extras: dict, ctx: Context) -> list[dict]:
+def mitigation_experiment(base: ErosionConfig, extras: dict, ctx: Context, confirmatory: bool = False) -> list[dict]:
     """For each seed and setting (:func:`mitigation_settings`): its pattern run, the baseline's clean control and
-    the pretraining; rows whose results are not cached (with ``ctx.compute`` off) carry ``"missing": True``."""
+    the pretraining; rows whose results are not cached (with ``ctx.compute`` off) carry ``"missing": True``. With
+    ``confirmatory``: the confirmatory seeds (``confirm_seeds``, on the fast path)."""
     rows = []
-    for seed in extras["seeds"]:
+    seeds, base = (extras["confirm_seeds"], confirm_base(base)) if confirmatory else (extras["seeds"], base)
+    for seed in seeds:
         settings = mitigation_settings(replace(base, seed=seed), extras)
         control_cfg = settings[0].config
         for m in settings:
@@ -359,11 +402,13 @@ def mitigation_experiment(base: ErosionConfig, extras: dict, ctx: Context) -> li
     return rows
 
 
-def interpolation_experiment(base: ErosionConfig, extras: dict, ctx: Context) -> list[dict]:
+def interpolation_experiment(base: ErosionConfig, extras: dict, ctx: Context, confirmatory: bool = False) -> list[dict]:
     """For each seed: the interpolation between the pretrained and the baseline pattern-fine-tuned network, and the
-    baseline's two fine-tuning runs (their final records are the endpoints as the cached runs measured them)."""
+    baseline's two fine-tuning runs (their final records are the endpoints as the cached runs measured them). With
+    ``confirmatory``: the confirmatory seeds, on the fast path."""
     rows = []
-    for seed in extras["seeds"]:
+    seeds, base = (extras["confirm_seeds"], confirm_base(base)) if confirmatory else (extras["seeds"], base)
+    for seed in seeds:
         b = baseline_config(replace(base, seed=seed), extras)
         rows.append(_missing_or({"seed": seed}, lambda b=b: {
             "interpolation": interpolation_run(b, extras["interpolation_alphas"], ctx),
@@ -382,22 +427,225 @@ def recovery_experiment(base: ErosionConfig, extras: dict, ctx: Context) -> list
     return rows
 
 
+# ------------------------------------------------------------------------------------------------ transfer setting
+
+def _validate_transfer(extras: dict, config: ErosionConfig) -> None:
+    """The transfer setting's parameters: seeds, the pretraining subset, the recipe and its candidates, recovery."""
+    seeds = _numbers("transfer_seeds", extras["transfer_seeds"], integer=True)
+    if len(set(seeds)) != len(seeds):
+        raise ParameterError(f"transfer_seeds={seeds!r} lists a seed twice; each seed must appear once")
+    _numbers("transfer_pilot_seeds", extras["transfer_pilot_seeds"], integer=True)
+    check_number("transfer_n_evals", extras["transfer_n_evals"], low=2, integer=True)
+    _numbers("transfer_lower_lr_factors", extras["transfer_lower_lr_factors"], low=0, low_inclusive=False)
+    stages = num_stages(config.arch, config.mlp_depth)
+    _numbers("transfer_reinit_stages", extras["transfer_reinit_stages"], low=1, high=stages, integer=True,
+             why=f" (the {config.arch} has {stages} stages)")
+    for key in ("transfer_recovery_epochs", "transfer_scratch_epochs"):
+        check_number(key, extras[key], low=0, low_inclusive=False)
+    check_number("transfer_recovery_evals", extras["transfer_recovery_evals"], low=2, integer=True)
+    for recipe in [extras["transfer_recipe"], *extras["transfer_recipes"]]:
+        if not isinstance(recipe, dict) or set(recipe) != {"finetune_epochs", "finetune_lr", "finetune_schedule"}:
+            raise ParameterError(f"a transfer recipe must be a mapping of finetune_epochs, finetune_lr and "
+                                 f"finetune_schedule, got {recipe!r}")
+    for seed in seeds:
+        for m in transfer_settings(replace(config, seed=seed), extras):
+            m.config.validate()
+
+
+def transfer_base(base: ErosionConfig, extras: dict, recipe: dict | None = None) -> ErosionConfig:
+    """The transfer setting: pretraining on ``transfer_pretrain_per_class`` images of each class (a class-balanced
+    part of the training set), then fine-tuning on the whole training set with the fine-tuning ``recipe`` (the
+    committed ``transfer_recipe`` unless given), on the fast path."""
+    return replace(base, pretrain_per_class=extras["transfer_pretrain_per_class"], fast_path=True,
+                   n_evals=extras["transfer_n_evals"], **(recipe or extras["transfer_recipe"]))
+
+
+def transfer_settings(base: ErosionConfig, extras: dict) -> list[Mitigation]:
+    """The transfer setting's baseline and options for the seed of ``base`` (the same options as the paper's
+    setting; the lower rate is ``transfer_lower_lr_factors`` times the recipe's). The options that act after
+    fine-tuning (batch-norm re-estimation, weight interpolation) come from :func:`interpolation_run`."""
+    b = transfer_base(base, extras)
+    stages = num_stages(b.arch, b.mlp_depth)
+    out = [Mitigation("baseline", f"baseline (lr {b.finetune_lr:g})", None, b)]
+    out += [Mitigation("freeze", f"freeze {k} of {stages} stages", k, replace(b, freeze_stages=k))
+            for k in extras["freeze_options"]]
+    out += [Mitigation("head_only", f"LP-FT: head only for {_epochs(e)}", e, replace(b, head_only_epochs=e))
+            for e in extras["head_only_options"] if e < b.finetune_epochs]
+    out += [Mitigation("l2sp", f"L2-SP α={a:g}", a, replace(b, l2sp_alpha=a)) for a in extras["l2sp_options"]]
+    out += [Mitigation("erase", f"erase corners p={p:g}", p, replace(b, erase_corners=p))
+            for p in extras["erase_options"]]
+    lower = [round(f * b.finetune_lr, 12) for f in extras["transfer_lower_lr_factors"]]
+    out += [Mitigation("lower_lr", f"lower rate {lr:g}", lr, replace(b, finetune_lr=lr)) for lr in lower]
+    out += [Mitigation("warmup", f"warm-up {_epochs(w)}", w, replace(b, finetune_warmup_epochs=w))
+            for w in extras["warmup_options"] if w < b.finetune_epochs]
+    out += [Mitigation("fraction", f"patterned fraction {f:g}", f, replace(b, fraction=f))
+            for f in extras["fraction_options"]]
+    return out
+
+
+def transfer_experiment(base: ErosionConfig, extras: dict, ctx: Context) -> list[dict]:
+    """For each transfer seed and setting: its pattern run, the clean control (the same recipe on clean images, from
+    the same pretrained network) and the pretraining; missing results flagged as in :func:`mitigation_experiment`."""
+    rows = []
+    for seed in extras["transfer_seeds"]:
+        settings = transfer_settings(replace(base, seed=seed), extras)
+        control_cfg = settings[0].config
+        for m in settings:
+            row = {"kind": m.kind, "label": m.label, "value": m.value, "seed": seed, "config": m.config.as_dict()}
+            rows.append(_missing_or(row, lambda m=m: {"pattern": finetune_run(m.config, True, ctx),
+                                                      "control": finetune_run(control_cfg, False, ctx),
+                                                      "pretrain": pretrain_summary(m.config, ctx)}))
+    return rows
+
+
+def transfer_interpolation(base: ErosionConfig, extras: dict, ctx: Context) -> list[dict]:
+    """For each transfer seed: weight interpolation between the pretrained network and the baseline's pattern-fine-
+    tuned one, with and without batch-norm statistics re-estimated on clean images (at alpha = 1 that is the
+    batch-norm re-estimation option), beside the baseline's two runs and the pretraining."""
+    rows = []
+    for seed in extras["transfer_seeds"]:
+        b = transfer_base(replace(base, seed=seed), extras)
+        rows.append(_missing_or({"seed": seed}, lambda b=b: {
+            "interpolation": interpolation_run(b, extras["interpolation_alphas"], ctx),
+            "pattern": finetune_run(b, True, ctx), "control": finetune_run(b, False, ctx),
+            "pretrain": pretrain_summary(b, ctx)}))
+    return rows
+
+
+def recipe_pilot(base: ErosionConfig, extras: dict, ctx: Context) -> list[dict]:
+    """The pilot that chose the transfer recipe: for each candidate recipe (``transfer_recipes``) and pilot seed, the
+    clean control alone (no pattern run) and its pretraining."""
+    rows = []
+    for seed in extras["transfer_pilot_seeds"]:
+        for i, recipe in enumerate(extras["transfer_recipes"]):
+            c = transfer_base(replace(base, seed=seed), extras, recipe)
+            rows.append(_missing_or({"seed": seed, "recipe": i, **recipe}, lambda c=c: {
+                "control": finetune_run(c, False, ctx), "pretrain": pretrain_summary(c, ctx)}))
+    return rows
+
+
+KEY_PARAMS["transfer_recovery"] = key_with_extras
+ARMS = ("eroded", "control", "scratch")  # and reinit_<k> for each re-initialised depth
+
+
+def transfer_recovery_run(cfg: ErosionConfig, recovery_epochs: float, scratch_epochs: float, reinit_stages: list[int],
+                          n_evals: int, ctx: Context) -> dict:
+    """Recovery in the transfer setting: continue on clean images with the fine-tuning optimiser of ``cfg`` (its
+    rate, constant) for ``recovery_epochs``, from (``eroded``) the baseline's pattern-fine-tuned network, from
+    (``control``) the clean control, from (``reinit_<k>``) the pretrained network with its last k stages and its
+    classifier re-initialised (what destroyed features would look like), and for ``scratch_epochs`` from a freshly
+    initialised network (``scratch``). Clean accuracy and follow rate at ``n_evals`` log-spaced steps per arm; the
+    pretrained network's clean accuracy is the recovery target's reference."""
+    cfg.validate()
+    check_number("recovery_epochs", recovery_epochs, low=0, low_inclusive=False)
+    check_number("scratch_epochs", scratch_epochs, low=0, low_inclusive=False)
+    check_number("n_evals", n_evals, low=2, integer=True)
+    reinit = _numbers("reinit_stages", list(reinit_stages), low=1, integer=True)
+    params = {**cfg.key_dict(), "recovery_epochs": recovery_epochs, "scratch_epochs": scratch_epochs,
+              "reinit_stages": reinit, "recovery_n_evals": n_evals}
+
+    def compute() -> dict:
+        data = load_data(cfg, ctx)
+        device = ctx.torch_device
+        views = eval_views(cfg, data, device)
+        evaluate = make_evaluator(views, matched=False, fast=cfg.fast_path)
+        x, y = data.x_train.to(device), data.y_train.to(device)
+        pretrained = _float_state(pretrained_model(cfg, ctx)[0])
+        starts = {"eroded": _float_state(finetuned_model(cfg, True, ctx)),
+                  "control": _float_state(finetuned_model(cfg, False, ctx))}
+        model = new_model(cfg, data).to(device)
+        scratch = _float_state(model)
+        for k in reinit:
+            model.load_state_dict(pretrained)
+            reinit_last_stages(model, k, cfg.seed + 30 + k)
+            starts[f"reinit_{k}"] = _float_state(model)
+        model.load_state_dict(pretrained)
+        reference = evaluate(model)
+        arms = {}
+        for arm, state in [*starts.items(), ("scratch", scratch)]:
+            epochs = scratch_epochs if arm == "scratch" else recovery_epochs
+            rc = TrainConfig(epochs, cfg.finetune_lr, cfg.finetune_momentum, cfg.finetune_weight_decay,
+                             cfg.finetune_batch_size, "constant", True, cfg.augment)
+            per_epoch = max(1, len(x) // rc.batch_size)
+            total = max(1, round(rc.epochs * per_epoch))
+            model.load_state_dict(state)
+            records = train(model, x, y, rc, cfg.seed + 2, eval_at=eval_steps(total, n_evals), eval_fn=evaluate,
+                            desc=f"recovery {arm}", fast=cfg.fast_path)
+            arms[arm] = {"records": records, "total_steps": total, "steps_per_epoch": per_epoch}
+        return {"pretrained": reference, "arms": arms}
+
+    return _cached(ctx, "transfer_recovery", params, compute, cfg.seed)
+
+
+def transfer_recovery_kwargs(extras: dict) -> dict:
+    """The keyword arguments of :func:`transfer_recovery_run` that a profile's extras fix."""
+    return {"recovery_epochs": extras["transfer_recovery_epochs"], "scratch_epochs": extras["transfer_scratch_epochs"],
+            "reinit_stages": list(extras["transfer_reinit_stages"]), "n_evals": extras["transfer_recovery_evals"]}
+
+
+def transfer_recovery_experiment(base: ErosionConfig, extras: dict, ctx: Context) -> list[dict]:
+    """For each transfer seed: :func:`transfer_recovery_run` of the baseline, with its two fine-tuning runs."""
+    rows = []
+    for seed in extras["transfer_seeds"]:
+        b = transfer_base(replace(base, seed=seed), extras)
+        rows.append(_missing_or({"seed": seed}, lambda b=b: {
+            "recovery": transfer_recovery_run(b, ctx=ctx, **transfer_recovery_kwargs(extras)),
+            "pattern": finetune_run(b, True, ctx), "control": finetune_run(b, False, ctx),
+            "pretrain": pretrain_summary(b, ctx)}))
+    return rows
+
+
+def pilot_units(base: ErosionConfig, extras: dict) -> list[Unit]:
+    """The recipe pilot's units (clean controls only)."""
+    return [experiment_unit(f"transfer pilot recipe {i} seed {seed}", "finetune", finetune_run,
+                            transfer_base(replace(base, seed=seed), extras, recipe), False)
+            for seed in extras["transfer_pilot_seeds"] for i, recipe in enumerate(extras["transfer_recipes"])]
+
+
+def transfer_units(base: ErosionConfig, extras: dict) -> list[Unit]:
+    """The transfer setting's units, seed by seed: control, baseline and every option, interpolation, recovery."""
+    out = []
+    for seed in extras["transfer_seeds"]:
+        settings = transfer_settings(replace(base, seed=seed), extras)
+        b = settings[0].config
+        out.append(experiment_unit(f"transfer control seed {seed}", "finetune", finetune_run, b, False))
+        out += [experiment_unit(f"transfer {m.label} pattern seed {seed}", "finetune", finetune_run, m.config, True)
+                for m in settings]
+        out.append(experiment_unit(f"transfer interpolation seed {seed}", "interpolation", interpolation_run, b,
+                                   list(extras["interpolation_alphas"])))
+        kw = transfer_recovery_kwargs(extras)
+        out.append(experiment_unit(f"transfer recovery seed {seed}", "recovery", transfer_recovery_run, b,
+                                   kw["recovery_epochs"], kw["scratch_epochs"], kw["reinit_stages"], kw["n_evals"]))
+    return out
+
+
 # --------------------------------------------------------------------------------------------------------- units
 
-def units(base: ErosionConfig, extras: dict) -> list[Unit]:
-    """The chapter's work units, most informative first: the baseline and every mitigation at the first seed, its
-    interpolation and recovery, then the other seeds likewise."""
+def same_data_units(base: ErosionConfig, extras: dict, confirmatory: bool = False) -> list[Unit]:
+    """The paper's (same-data) setting's units: the baseline and every mitigation at the first seed, its
+    interpolation and (exploratory seeds only) recovery, then the other seeds likewise."""
     out = []
-    for seed in extras["seeds"]:
+    seeds, base = (extras["confirm_seeds"], confirm_base(base)) if confirmatory else (extras["seeds"], base)
+    tag = "confirmatory " if confirmatory else ""
+    for seed in seeds:
         settings = mitigation_settings(replace(base, seed=seed), extras)
         b = settings[0].config
-        out.append(experiment_unit(f"mitigation baseline control seed {seed}", "finetune", finetune_run, b, False))
+        out.append(experiment_unit(f"mitigation {tag}baseline control seed {seed}", "finetune", finetune_run, b,
+                                   False))
         for m in settings:
-            out.append(experiment_unit(f"mitigation {m.label} pattern seed {seed}", "finetune", finetune_run,
+            out.append(experiment_unit(f"mitigation {tag}{m.label} pattern seed {seed}", "finetune", finetune_run,
                                        m.config, True))
-        out.append(experiment_unit(f"mitigation interpolation seed {seed}", "interpolation", interpolation_run, b,
-                                   list(extras["interpolation_alphas"])))
-        kw = recovery_kwargs(extras)
-        out.append(experiment_unit(f"mitigation recovery seed {seed}", "recovery", recovery_run, b,
-                                   kw["recovery_epochs"], kw["recovery_lrs"], *[kw[k] for k in PROBE_KEYS]))
+        out.append(experiment_unit(f"mitigation {tag}interpolation seed {seed}", "interpolation", interpolation_run,
+                                   b, list(extras["interpolation_alphas"])))
+        if not confirmatory:  # the recovery of the paper's setting is the exploratory design; see the transfer setting
+            kw = recovery_kwargs(extras)
+            out.append(experiment_unit(f"mitigation recovery seed {seed}", "recovery", recovery_run, b,
+                                       kw["recovery_epochs"], kw["recovery_lrs"], *[kw[k] for k in PROBE_KEYS]))
     return out
+
+
+def units(base: ErosionConfig, extras: dict) -> list[Unit]:
+    """The chapter's work units, most informative first: the transfer setting (seed by seed), the confirmatory seeds
+    of the paper's setting, then its exploratory seeds."""
+    return (transfer_units(base, extras) + same_data_units(base, extras, confirmatory=True)
+            + same_data_units(base, extras))
