@@ -16,6 +16,8 @@ import functools
 import hashlib
 import json
 import subprocess
+import sys
+import types
 from pathlib import Path
 from typing import Iterable
 
@@ -42,10 +44,14 @@ def _constants(namespace) -> dict:
 def fingerprints_of(source: str) -> dict[str, str]:
     """rule id -> fingerprint for the plan file's ``source`` (a past version; it imports only the standard
     library)."""
-    namespace: dict = {"__name__": "erosion_plan_version"}
-    exec(compile(source, str(PLAN_FILE), "exec"), namespace)  # noqa: S102 -- the repository's own plan file
-    constants = _constants(namespace)
-    return {r.id: fingerprint(r, constants) for r in namespace["RULES"]}
+    module = types.ModuleType("erosion_plan_version")  # dataclasses look their module up in sys.modules
+    sys.modules[module.__name__] = module
+    try:
+        exec(compile(source, str(PLAN_FILE), "exec"), module.__dict__)  # noqa: S102 -- the repository's own plan
+    finally:
+        del sys.modules[module.__name__]
+    constants = _constants(module.__dict__)
+    return {r.id: fingerprint(r, constants) for r in module.__dict__["RULES"]}
 
 
 def current_fingerprints() -> dict[str, str]:
