@@ -33,7 +33,10 @@ def test_run_summary_numbers():
     assert s["follow_pattern"] == 0.9 and s["follow_control"] == 0.01
     assert s["matched_start"] == 0.8 and s["matched_pattern"] == 1.0
     assert s["steps_to_erosion"] == 20  # first step at or below 0.8 - 0.5 * 0.6 = 0.5
+    assert s["steps_before_erosion"] == 10  # the evaluation before: the grid places the moment in (10, 20]
     assert s["min_clean_control"] == 0.78
+    frame = pd.DataFrame([s, analysis.run_summary(entry([0.8, 0.79, 0.8], [0, 0, 0]), entry([0.8, 0.8, 0.8], [0, 0, 0]))])
+    assert analysis.half_drop_interval(frame) == ["10–20", "no drop"]
 
 
 def test_run_summary_without_drop_has_no_erosion_step():
@@ -105,7 +108,9 @@ def breadth_rows() -> list[dict]:
 
 def test_breadth_frame_labels_and_missing():
     frame = analysis.breadth_frame(breadth_rows())
-    assert list(frame.setting) == ["base", "arch=mlp", "k=8", "base", "pattern=noise"]
+    assert list(frame.setting) == ["base", "network: MLP", "pattern size k = 8", "base", "pattern: noise code"]
+    assert frame.label.iloc[1].startswith("MLP on CIFAR-10, colour patch k = 4 on every image, lr ")
+    assert "/" not in "".join(frame.label) and "=0" not in "".join(frame.label)  # words, not internal keys
     assert frame.missing.tolist() == [False, False, False, False, True]
     assert math.isnan(frame.erosion.iloc[-1])
     assert frame.erosion.iloc[1] == pytest.approx(0.65)

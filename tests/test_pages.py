@@ -90,7 +90,7 @@ def test_missing_table_lists_what_is_missing_and_nothing_else():
     assert pages.missing_table({"a": None}, "paper")._repr_html_() == ""
     html = pages.missing_table({"run at lr 0.1": "no cached 'finetune' result", "found": None}, "paper")._repr_html_()
     assert "Missing results" in html and "run at lr 0.1" in html and "found" not in html
-    assert "python -m erosion_utils paper" in html
+    assert "Rerun this chapter" in html and "--profile" not in html  # commands live in the rerun box
 
 
 def test_missing_or_turns_a_cache_miss_into_a_reason():
@@ -148,7 +148,8 @@ def test_pretrain_sentence_singular_and_plural():
     one = prose.pretrain_sentence([r["pretrain"] for r in runs([0.1, 0.01], [0])])
     assert one.startswith("The pretrained network (one seed)") and "seeds" not in one
     three = prose.pretrain_sentence([r["pretrain"] for r in runs([0.1], [0, 1, 2])])
-    assert three.startswith("Over 3 seeds") and "all reached" in three
+    assert three.startswith("Over 3 seeds") and "every training image correctly (the 100% target)" in three
+    assert "at least 1.0000" not in three
 
 
 def test_claim_regimes_state_where_a_claim_holds():
@@ -168,7 +169,7 @@ def test_claim_regimes_state_where_a_claim_holds():
 
 def test_breadth_design_and_results_for_a_one_factor_sweep():
     text = prose.breadth_design({"arch": ["mlp"]}, [0.01])
-    assert text == "Around lr 0.01, this page changes one factor at a time: the architecture (mlp)."
+    assert text == "Around lr 0.01, this page changes one factor at a time: the architecture (MLP)."
     assert "grid" not in text
     assert "No factor is varied" in prose.breadth_design({}, [0.01, 0.1])
     grid = {"arch": ["mlp"], "finetune_lr": [0.01, 0.1], "finetune_weight_decay": [0.0]}
@@ -218,3 +219,148 @@ def test_figure_functions_return_none_without_results():
     frame = analysis.breadth_frame([{"factor": "base", "config": resolve("breadth", "smoke").config.as_dict(),
                                      "missing": True}])
     assert plots.breadth_summary(frame) is None and plots.lr_wd_heatmaps(frame) is None
+
+
+# ---------------------------------------------------------------------------------------- issue 20: shared pieces
+
+def test_layer_names_number_from_one_and_never_show_module_names():
+    from erosion_utils.models import build_model
+    from erosion_utils.report.words import layer_name
+
+    assert layer_name("net.layer4.1", "resnet18") == "stage 4, block 2"
+    assert layer_name("net.layer1.0", "resnet34", short=True) == "1.1"
+    assert layer_name("net.relu", "resnet18") == "stem" and layer_name("net.avgpool") == "global pool"
+    assert layer_name("net.hidden.0", "mlp") == "hidden block 1" and layer_name("net.flatten", "vgg11") == "pooled output"
+    for arch in ("vgg11", "vgg16", "vgg19", "resnet18", "resnet34", "mlp"):
+        taps = build_model(arch, width=0.0625, mlp_hidden=16).tap_names
+        names = [layer_name(f"net.{t}", arch) for t in taps]
+        assert len(set(names)) == len(names), arch  # one name per probed layer
+        assert not any("net." in n or "features" in n or "layer" in n.split(",")[0][:5] for n in names), names
+    assert [layer_name(f"net.{t}", "vgg11", short=True) for t in build_model("vgg11", width=0.0625).tap_names] == \
+        ["1.1", "2.1", "3.1", "3.2", "4.1", "4.2", "5.1", "5.2", "out"]
+
+
+def test_scale_device_and_duration_words():
+    from erosion_utils.report.words import device_words, duration, scale_suffix
+
+    assert scale_suffix("cpu") == " (cpu scale)" and scale_suffix("paper") == "" and scale_suffix("smoke") == " (smoke scale)"
+    assert device_words("cpu (x86_64, 1 threads)") == "a CPU (x86_64, 1 thread)"
+    assert device_words("NVIDIA H200") == "an NVIDIA H200"
+    assert duration(40) == "40 s" and duration(310) == "5 min" and duration(7200) == "2.0 h"
+    assert "GPU" not in pages.profile_note("paper") and "scale" in pages.profile_note("cpu")
+
+
+def test_parameters_are_shown_exactly_and_lengths_with_their_decimals():
+    shown = pages.table_frame(pd.DataFrame({"weight_decay": [0.0005, 0.005], "epochs": [1.4814815, 3.0],
+                                            "batch_size": [64, 128]}))
+    assert shown.iloc[:, 0].tolist() == ["0.0005", "0.005"]  # never 0.001
+    assert shown.iloc[:, 1].tolist() == ["1.48", "3"]  # never 1
+    assert shown.iloc[:, 2].tolist() == ["64", "128"]
+
+
+def test_compact_ci_merges_the_interval_into_one_column():
+    frame = pd.DataFrame({"finetune_lr": [0.01, 0.1], "mean": [0.5, 0.6], "ci_low": [0.4, math.nan],
+                          "ci_high": [0.6, math.nan], "seeds": [3, 1]})
+    out = pages.compact_ci(frame)
+    assert list(out.columns) == ["finetune_lr", "mean", "95% CI", "seeds"]
+    assert out["95% CI"].tolist() == ["0.400 to 0.600", "—"]
+
+
+def test_rerun_box_gives_both_commands_for_the_parameters_shown_and_the_cpu_time():
+    params = {"finetune_lrs": [0.01, 0.1], "arch": "mlp"}
+    run, papermill = pages.rerun_commands("01_erosion", "paper", params)
+    assert run.startswith("python -m erosion_utils run 01_erosion --profile paper")
+    assert "-p finetune_lrs='[0.01, 0.1]'" in run and "-p arch=mlp" in run
+    assert "notebooks/01_erosion.py" in papermill and "-p profile paper" in papermill
+    assert "-y '{finetune_lrs: [0.01, 0.1], arch: mlp}'" in papermill
+    cpu = [entry([0.9, 0.5], [0, 1], seed=s) for s in (0, 1)]  # 1 s each, on "cpu"
+    box = pages.rerun_box("01_erosion", "paper", params, cpu, cpu_missing=1)._repr_html_()
+    assert "Rerun this chapter" in box and "2 results took 2 s" in box and "1 more is not cached" in box
+    assert "--profile cpu" in box  # the cpu-scale command too
+    none = pages.rerun_box("01_erosion", "cpu", {}, [])._repr_html_()
+    assert "not known" in none and "--profile cpu" in none
+    reads = pages.rerun_box("04_claims", "paper", {}, cpu, trains=False, note="it reads chapters 1 to 3.")._repr_html_()
+    assert "trains nothing itself" in reads and "results it reads took" in reads
+
+
+def test_methods_row_from_resolved_parameters_and_provenance():
+    from erosion_utils.report import methods
+
+    cpu = resolve("erosion", "cpu")
+    row = methods.methods_row("Feature erosion", cpu, [entry([0.9, 0.5], [0, 1])])
+    assert row["scale"] == "cpu" and row["network"] == "VGG-11 at width 0.25"
+    assert row["data"] == "CIFAR-10: 300 / 100" and row["rates"] == "0.01 and 0.1" and row["seed_list"] == "0–2"
+    assert row["computed_on"] == "CPU" and methods.methods_row("x", cpu)["computed_on"] == "not computed"
+    paper = methods.methods_row("Feature erosion", resolve("erosion", "paper"))
+    assert paper["network"] == "ResNet-18" and paper["data"] == "CIFAR-10: all"
+    html = methods.methods_table([row, paper], "note")._repr_html_()
+    assert "Feature erosion" in html and "note" in html
+    assert methods.chapter_profile("cpu", "paper") == "cpu" and methods.chapter_profile("paper", "smoke") == "smoke"
+
+
+def test_discussion_sentences_name_scale_and_seeds_or_say_missing():
+    lrs = [0.01, 0.1]
+    summary = analysis.summary_frame(runs(lrs, [0, 1, 2]))
+    layers = pd.DataFrame([{"finetune_lr": lr, "snapshot": snap, "model": snap, "step": 2, "layer": f"net.layer{d}.0",
+                            "depth": d, "relative_depth": d / 3, "dim": 8, "rank": 5, "pattern_probe_accuracy": 0.9,
+                            "probe_accuracy": 0.8 - (0.2 if (snap == "pattern" and lr == 0.1) else 0)}
+                           for lr in lrs for snap in ("pretrained", "pattern", "control") for d in range(4)])
+    readout = prose.readout_text(layers, summary, "paper", "resnet18")
+    assert "paper scale" in readout and "lr 0.1" in readout and "3 seeds" in readout and "stage 3, block 1" in readout
+    assert "readout" in readout and not BAD_PROSE.search(readout)
+    control = prose.unstable_control_text(summary, "cpu")
+    assert "cpu scale" in control and "mean of 3 seeds" in control and not BAD_PROSE.search(control)
+    assert prose.readout_text(layers.iloc[:0], summary, "paper").startswith("missing")
+    assert prose.weight_decay_text(pd.DataFrame(columns=["finetune_lr", "finetune_weight_decay", "erosion"]),
+                                   "paper").startswith("missing")
+    grid = pd.DataFrame({"finetune_lr": [0.1, 0.1, 0.01, 0.01], "finetune_weight_decay": [0.0, 0.0005, 0.0, 0.0005],
+                         "erosion": [0.64, 0.61, 0.0, -0.002]})
+    wd = prose.weight_decay_text(grid, "paper")
+    assert "0.640 with weight decay 0 and 0.610 with weight decay 0.0005" in wd and "not needed" in wd
+
+
+def test_issue20_figures_show_every_line_and_missing_results():
+    from erosion_utils.report.words import layer_name
+
+    plots.setup()
+    traj = trajectories([0.01, 0.1])
+    summary = analysis.summary_frame(runs([0.01, 0.1], [0, 1]))
+    layers = pd.DataFrame([{"finetune_lr": 0.1, "snapshot": snap, "model": snap, "step": 2, "layer": f"net.layer{d}.0",
+                            "depth": d, "relative_depth": d / 3, "dim": 8, "rank": 5, "pattern_probe_accuracy": 0.9,
+                            "probe_accuracy": 0.8} for snap in ("pretrained", "pattern @ 1", "pattern", "control")
+                           for d in range(4)])
+    overview = plots.overview(traj, layers, summary, "resnet18")
+    assert overview is not None and plots.legibility_problems(overview) == []
+    assert plots.overview_rates(traj, summary) == (0.01, 0.1)
+    profiles = plots.layer_profiles(layers, "resnet18")
+    assert plots.legibility_problems(profiles) == []
+    ticks = [t.get_text() for t in profiles.axes[0].get_xticklabels()]
+    assert ticks == [layer_name(f"net.layer{d}.0", "resnet18", short=True) for d in range(4)]
+    # equal values stay visible: every snapshot drawn a little to the side of the others
+    xs = {round(float(line.get_xdata()[0]), 3) for line in profiles.axes[0].get_lines()}
+    assert len(xs) == 4
+    matplotlib.pyplot.close("all")
+    frame = analysis.breadth_frame([{"factor": "base", "config": {**resolve("breadth", "smoke").config.as_dict(),
+                                                                  "finetune_lr": lr}, **r}
+                                    for lr, r in ((0.01, {"pattern": runs([0.01], [0])[0]["pattern"],
+                                                          "control": runs([0.01], [0])[0]["control"]}),
+                                                  (0.1, {"missing": True}))])
+    fig = plots.breadth_summary(frame)
+    texts = [t.get_text() for ax in fig.axes for t in ax.texts]
+    assert "lr 0.1: no result" in texts  # a missing result is drawn as such
+    assert fig.axes[0].get_xlim()[0] < 0  # negative erosion can be shown
+    matplotlib.pyplot.close(fig)
+
+
+def test_chapter_titles_name_the_scale_their_parameters_select():
+    """A chapter whose params/*.yaml selects the cpu profile says "(cpu scale)" in its title (and so in the sidebar);
+    a chapter at the paper scale does not."""
+    from pathlib import Path
+
+    import yaml
+
+    repo = Path(__file__).resolve().parents[1]
+    for path in sorted((repo / "notebooks").glob("[0-9][0-9]_*.py")):
+        profile = (yaml.safe_load((repo / "params" / f"{path.stem}.yaml").read_text()) or {}).get("profile")
+        title = next(line for line in path.read_text().splitlines() if line.startswith("# # "))
+        assert ("(cpu scale)" in title) == (profile == "cpu"), (path.name, profile, title)

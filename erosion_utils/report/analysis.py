@@ -6,11 +6,13 @@ import math
 import numpy as np
 import pandas as pd
 
+from .words import PATTERN_NAMES, arch_name, dataset_name, fmt_value
+
 METRICS = ("clean_acc", "matched_acc", "mismatched_acc", "follow_rate", "train_loss")
 # the columns of :func:`run_summary`, present in every summary frame even when no run has results
 SUMMARY_COLUMNS = ("clean_start", "clean_pattern", "clean_control", "erosion", "drop_from_start", "matched_start",
                    "follow_start", "matched_pattern", "mismatched_pattern", "follow_pattern", "follow_control",
-                   "min_clean_pattern", "min_clean_control", "steps_to_erosion", "total_steps")
+                   "min_clean_pattern", "min_clean_control", "steps_to_erosion", "steps_before_erosion", "total_steps")
 
 
 def trajectory_frame(runs: list[dict]) -> pd.DataFrame:
@@ -27,18 +29,22 @@ def run_summary(pattern: dict, control: dict, threshold: float = 0.5) -> dict:
     """Key numbers of one pattern run against its control (cache entries of ``finetune_run``).
 
     ``erosion`` is the control's final clean accuracy minus the pattern run's; ``steps_to_erosion`` is the first
-    evaluated step at which the pattern run has lost ``threshold`` of its eventual drop (None without a drop)."""
+    evaluated step at which the pattern run has lost ``threshold`` of its eventual drop (None without a drop), and
+    ``steps_before_erosion`` the evaluation before it: the evaluation grid places the moment only between the two."""
     p, c = pattern["result"]["records"], control["result"]["records"]
     start, end = p[0]["clean_acc"], p[-1]["clean_acc"]
     half = start - threshold * (start - end)
-    steps = next((r["step"] for r in p if r["clean_acc"] <= half), None) if start - end > 0.05 else None
+    hit = next((i for i, r in enumerate(p) if r["clean_acc"] <= half), None) if start - end > 0.05 else None
+    steps = p[hit]["step"] if hit is not None else None
+    before = p[hit - 1]["step"] if hit else None
     return {"clean_start": start, "clean_pattern": end, "clean_control": c[-1]["clean_acc"],
             "erosion": c[-1]["clean_acc"] - end, "drop_from_start": start - end,
             "matched_start": p[0]["matched_acc"], "follow_start": p[0]["follow_rate"],
             "matched_pattern": p[-1]["matched_acc"], "mismatched_pattern": p[-1]["mismatched_acc"],
             "follow_pattern": p[-1]["follow_rate"], "follow_control": c[-1]["follow_rate"],
             "min_clean_pattern": min(r["clean_acc"] for r in p), "min_clean_control": min(r["clean_acc"] for r in c),
-            "steps_to_erosion": steps, "total_steps": pattern["result"]["total_steps"]}
+            "steps_to_erosion": steps, "steps_before_erosion": before,
+            "total_steps": pattern["result"]["total_steps"]}
 
 
 def summary_frame(runs: list[dict]) -> pd.DataFrame:
@@ -86,22 +92,29 @@ def rate_stats(seeds: pd.DataFrame) -> dict[float, dict[str, dict]]:
 
 
 def variant_label(cfg: dict) -> str:
-    return (f"{cfg['arch']} / {cfg['dataset']} / {cfg['pattern']} k={cfg['pattern_size']} p={cfg['fraction']} / "
-            f"lr={cfg['finetune_lr']} wd={cfg['finetune_weight_decay']}")
-
-
-_FACTOR_FIELD = {"arch": "arch", "pattern": "pattern", "pattern_size": "pattern_size", "fraction": "fraction",
-                 "dataset": "dataset"}
-_FACTOR_SHORT = {"pattern_size": "k", "fraction": "p"}
+    """A breadth setting in full, as a reader reads it: "MLP on CIFAR-10, colour patch k = 4 on every image,
+    lr 0.01, weight decay 0.0005"."""
+    share = "every image" if cfg["fraction"] == 1 else f"a share p = {fmt_value(cfg['fraction'])} of the images"
+    return (f"{arch_name(cfg['arch'])} on {dataset_name(cfg['dataset'])}, "
+            f"{PATTERN_NAMES.get(cfg['pattern'], cfg['pattern'])} k = {cfg['pattern_size']} on {share}, "
+            f"lr {fmt_value(cfg['finetune_lr'])}, weight decay {fmt_value(cfg['finetune_weight_decay'])}")
 
 
 def setting_label(factor: str, cfg: dict) -> str:
-    """Short name of a breadth setting: the factor that differs from the base and its value."""
-    if factor in _FACTOR_FIELD:
-        return f"{_FACTOR_SHORT.get(factor, factor)}={cfg[_FACTOR_FIELD[factor]]}"
+    """Short name of a breadth setting: the factor that differs from the base and its value, in words."""
     if factor == "base":
         return "base"
-    return f"lr×wd grid: wd={cfg['finetune_weight_decay']}"
+    if factor == "arch":
+        return f"network: {arch_name(cfg['arch'])}"
+    if factor == "pattern":
+        return f"pattern: {PATTERN_NAMES.get(cfg['pattern'], cfg['pattern'])}"
+    if factor == "pattern_size":
+        return f"pattern size k = {cfg['pattern_size']}"
+    if factor == "fraction":
+        return f"patched share p = {fmt_value(cfg['fraction'])}"
+    if factor == "dataset":
+        return f"dataset: {dataset_name(cfg['dataset'])}"
+    return f"weight decay {fmt_value(cfg['finetune_weight_decay'])} (grid)"
 
 
 def breadth_frame(rows: list[dict]) -> pd.DataFrame:
@@ -178,3 +191,17 @@ def provenance_frame(entries: list[dict]) -> pd.DataFrame:
                      "wall_time_s": p["wall_time_s"], "seed": p["seed"], "utc_time": p["utc_time"]})
     return pd.DataFrame(rows, columns=None if rows else ["result", "key", "git_commit", "dirty", "device", "torch",
                                                          "wall_time_s", "seed", "utc_time"]).drop_duplicates("key")
+
+
+def half_drop_interval(summary: pd.DataFrame) -> list[str]:
+    """Per row of :func:`summary_frame`: the two evaluations between which the pattern run lost half of its drop,
+    ``"40–51"`` (the evaluation grid resolves the moment no better), or "no drop" when it did not drop by 0.05."""
+    out = []
+    for before, at in zip(summary.get("steps_before_erosion", [None] * len(summary)), summary.steps_to_erosion):
+        if at is None or pd.isna(at):
+            out.append("no drop")
+        elif before is None or pd.isna(before):
+            out.append(f"by {int(at)}")
+        else:
+            out.append(f"{int(before)}–{int(at)}")
+    return out

@@ -8,10 +8,12 @@ from __future__ import annotations
 import pandas as pd
 
 from . import claims
-from .words import ci_phrase, fmt, fmt_value, join_values, plural, rates_phrase
+from .words import (PATTERN_NAMES, SCALE_WORDS, arch_name, ci_phrase, dataset_name, fmt, fmt_value, join_values,
+                    layer_name, plural, rates_phrase)
 
 FACTOR_WORDS = {"arch": "the architecture", "pattern": "the pattern kind", "pattern_size": "the pattern size *k*",
                 "fraction": "the patched fraction *p*", "dataset": "the dataset"}
+FACTOR_VALUES = {"arch": arch_name, "dataset": dataset_name, "pattern": lambda v: PATTERN_NAMES.get(v, v)}
 
 
 # ------------------------------------------------------------------------------------------------------ erosion
@@ -36,9 +38,13 @@ def pretrain_sentence(pretrain: list[dict]) -> str:
     train = min(r["train_accuracy"] for r in results)
     test = sum(r["test_accuracy"] for r in results) / len(results)
     if len(results) == 1:
-        target = "it reached" if reached else "it did not reach"
-        return (f"The pretrained network (one seed) reaches a training accuracy of {fmt(train, 4)} ({target} the "
-                f"100% target) and a clean test accuracy of {fmt(test)}.")
+        what = ("classifies every training image correctly (the 100% target)" if train >= 1.0 else
+                f"reaches a training accuracy of {fmt(train, 4)} ({'it reached' if reached else 'it did not reach'} "
+                "the 100% target)")
+        return f"The pretrained network (one seed) {what} and reaches a clean test accuracy of {fmt(test)}."
+    if train >= 1.0:
+        return (f"Over {plural(len(results), 'seed')}, every pretrained network classifies every training image "
+                f"correctly (the 100% target) and reaches a clean test accuracy of {fmt(test)} on average.")
     target = ("all reached" if reached == len(results) else "none reached" if not reached
               else f"{reached} of {len(results)} reached")
     return (f"Over {plural(len(results), 'seed')}, the pretrained networks reach a training accuracy of at least "
@@ -91,7 +97,8 @@ def erosion_key(rate_stats: dict[float, dict], profile: str) -> str:
 def breadth_design(sweeps: dict[str, list], around_lrs: list[float], frame: pd.DataFrame | None = None) -> str:
     """What the breadth page varied (``sweeps``: :meth:`Resolved.sweeps`; ``frame``: :func:`analysis.breadth_frame`,
     whose grid rows say whether the learning rate x weight decay grid added any setting)."""
-    factors = [f"{FACTOR_WORDS[f]} ({join_values(v)})" for f, v in sweeps.items() if f in FACTOR_WORDS and v]
+    factors = [f"{FACTOR_WORDS[f]} ({join_values(v, formatter=FACTOR_VALUES.get(f, fmt_value))})"
+               for f, v in sweeps.items() if f in FACTOR_WORDS and v]
     around = rates_phrase(around_lrs)
     if factors:
         text = f"Around {around}, this page changes one factor at a time: {join_values(factors, formatter=str)}."
@@ -128,11 +135,11 @@ def breadth_results(frame: pd.DataFrame, threshold: float = claims.EROSION_THRES
 
 # ----------------------------------------------------------------------------------------------- representations
 
-def representation_paragraph(lr: float, v: dict) -> str:
+def representation_paragraph(lr: float, v: dict, arch: str | None = None) -> str:
     """One rate's per-layer result and the claim-4 verdict at that rate (``v``: a ``per_lr`` entry of
-    :func:`claims.claim_representations`)."""
+    :func:`claims.claim_representations`; ``arch`` names the layers)."""
     return (f"**At lr {fmt_value(lr)}**, the pattern run's largest loss of clean-label probe accuracy against the "
-            f"control is {fmt(v['max_probe_drop'])} (layer `{v['max_drop_layer']}`); the mean loss is "
+            f"control is {fmt(v['max_probe_drop'])} (at {layer_name(v['max_drop_layer'], arch)}); the mean loss is "
             f"{fmt(v['deep_mean_drop'])} over the deeper half of the layers and {fmt(v['shallow_mean_drop'])} over the "
             f"shallower half, and the rank of the last tapped layer is {fmt(v['last_rank_ratio'], 2)} times the "
             f"control's. By the rule of {{ref}}`claims` (a loss above {claims.PROBE_THRESHOLD:g} in some layer and a "
@@ -140,8 +147,8 @@ def representation_paragraph(lr: float, v: dict) -> str:
             f"network at this rate.")
 
 
-def representation_paragraphs(claim4: dict) -> str:
-    return "\n\n".join(representation_paragraph(lr, v) for lr, v in sorted(claim4["per_lr"].items()))
+def representation_paragraphs(claim4: dict, arch: str | None = None) -> str:
+    return "\n\n".join(representation_paragraph(lr, v, arch) for lr, v in sorted(claim4["per_lr"].items()))
 
 
 def pattern_visibility_sentence(layers: pd.DataFrame) -> str:
@@ -153,11 +160,11 @@ def pattern_visibility_sentence(layers: pd.DataFrame) -> str:
             f"{fmt(first.pattern_probe_accuracy.mean())}.")
 
 
-def representation_key(claim4: dict, profile: str) -> str:
+def representation_key(claim4: dict, profile: str, arch: str | None = None) -> str:
     """Plain text for the Key results box: the largest per-layer probe loss at every rate."""
     if not claim4["per_lr"]:
         return f"missing: no cached results for this chapter's parameters ({profile} profile)"
-    parts = [f"at lr {fmt_value(lr)}, {fmt(v['max_probe_drop'])} in layer {v['max_drop_layer']}"
+    parts = [f"at lr {fmt_value(lr)}, {fmt(v['max_probe_drop'])} at {layer_name(v['max_drop_layer'], arch)}"
              for lr, v in sorted(claim4["per_lr"].items())]
     return "largest per-layer loss of clean-label probe accuracy against the control: " + "; ".join(parts) + \
         f" ({profile} profile)"
@@ -198,11 +205,11 @@ def claim3_evidence(claim: dict) -> str:
     return text
 
 
-def claim4_evidence(claim: dict) -> str:
+def claim4_evidence(claim: dict, arch: str | None = None) -> str:
     if not claim["per_lr"]:
         return "No results: the representation experiment's results are missing."
     return " ".join(
-        f"At lr {fmt_value(lr)}: largest loss {fmt(v['max_probe_drop'])} (layer `{v['max_drop_layer']}`), mean loss "
+        f"At lr {fmt_value(lr)}: largest loss {fmt(v['max_probe_drop'])} (at {layer_name(v['max_drop_layer'], arch)}), mean loss "
         f"{fmt(v['deep_mean_drop'])} in the deeper half against {fmt(v['shallow_mean_drop'])} in the shallower half; "
         f"the rank of the last layer is {fmt(v['last_rank_ratio'], 2)} times the control's."
         for lr, v in sorted(claim["per_lr"].items()))
@@ -212,3 +219,116 @@ def verdicts_key(results: list[dict]) -> str:
     """Plain text for the Key results box: every claim's verdict and regime."""
     names = ("accuracy drops", "the pattern decides", "breadth", "erosion inside the network")
     return "; ".join(f"({i}) {name}: {claims.regime(c)}" for i, (name, c) in enumerate(zip(names, results), 1))
+
+
+# ---------------------------------------------------------------------------------------------------- discussion
+# Plain-text sentences the Discussion pastes: each names its scale, its seeds and the chapters its numbers come from,
+# and says "missing" when a number it needs is not there.
+
+def _scale(profile: str) -> str:
+    return SCALE_WORDS.get(profile, f"{profile} scale")
+
+
+def readout_text(layers: pd.DataFrame, summary: pd.DataFrame, profile: str, arch: str | None = None) -> str:
+    """Features or readout: at the rate with the largest erosion, the last probed layer's clean-label probe accuracy
+    (pattern run, control, pretrained; Representations) against the pattern run's own clean accuracy (Feature
+    erosion), and what the difference says."""
+    if layers.empty or summary.empty:
+        return (f"missing: the comparison of probes with the network's own accuracy needs the results of both the "
+                f"Feature erosion and the Representations chapters ({_scale(profile)})")
+    means = summary.groupby("finetune_lr").erosion.mean()
+    probed = set(layers.finetune_lr.unique())
+    candidates = means[means.index.isin(probed)]
+    if candidates.empty:
+        return (f"missing: no fine-tuning rate has both per-layer probes and full runs ({_scale(profile)}; probed at "
+                f"{rates_phrase(sorted(probed))}, run at {rates_phrase(sorted(means.index))})")
+    lr = float(candidates.idxmax())
+    sub = layers[layers.finetune_lr == lr]
+    last = sub[sub.depth == sub.depth.max()]
+    value = {snap: float(last[last.snapshot == snap].probe_accuracy.mean()) for snap in ("pattern", "control", "pretrained")}
+    runs = summary[summary.finetune_lr == lr]
+    own, own_control, n = float(runs.clean_pattern.mean()), float(runs.clean_control.mean()), len(runs)
+    layer = layer_name(last.layer.iloc[0], arch)
+    text = (f"At the {_scale(profile)}, at lr {fmt_value(lr)} (the rate with the largest mean erosion, "
+            f"{fmt(means[lr])}), a linear probe on the last probed layer ({layer}) of the pattern-fine-tuned network "
+            f"still reaches a clean-label accuracy of {fmt(value['pattern'])} (control {fmt(value['control'])}, "
+            f"pretrained network {fmt(value['pretrained'])}; Representations chapter, one run), while the network's "
+            f"own clean accuracy ends at {fmt(own)} (control {fmt(own_control)}; Feature erosion chapter, mean of "
+            f"{plural(n, 'seed')}).")
+    gap = value["pattern"] - own
+    if gap > claims.EROSION_THRESHOLD:
+        text += (f" The probe reads {fmt(gap)} more from the features than the network's own classifier does: much of "
+                 f"the class information survives up to the last layer, and a large part of the loss is in the readout.")
+        if value["control"] - value["pattern"] > claims.PROBE_THRESHOLD:
+            text += (f" The features do not survive intact either: the probe itself is {fmt(value['control'] - value['pattern'])} "
+                     f"below the control's.")
+    else:
+        text += (" The probe does no better than the network's own classifier: at this layer the information is lost "
+                 "in the features, not only in the readout.")
+    return text
+
+
+def unstable_control_text(summary: pd.DataFrame, profile: str) -> str:
+    """The control's own course at every rate: its lowest and final clean accuracy against its start, and whether the
+    rates that erode are those at which plain continued training dips by more than the erosion threshold."""
+    if summary.empty:
+        return f"missing: the Feature erosion chapter has no results ({_scale(profile)})"
+    parts, dips, erodes = [], [], []
+    for lr, g in summary.groupby("finetune_lr"):
+        start, low, end = float(g.clean_start.mean()), float(g.min_clean_control.mean()), float(g.clean_control.mean())
+        parts.append(f"at lr {fmt_value(lr)} it starts at {fmt(start)}, falls to {fmt(low)} at its lowest and ends at "
+                     f"{fmt(end)}")
+        if start - low > claims.EROSION_THRESHOLD:
+            dips.append(float(lr))
+        if float(g.erosion.mean()) > claims.EROSION_THRESHOLD:
+            erodes.append(float(lr))
+    n = summary.groupby("finetune_lr").size().min()
+    text = (f"The control (continued training on clean images) at the {_scale(profile)}, mean of "
+            f"{plural(int(n), 'seed')}: " + "; ".join(parts) + ".")
+    if dips and set(erodes) <= set(dips):
+        text += (f" The control itself loses more than {claims.EROSION_THRESHOLD:g} of clean accuracy at "
+                 f"{rates_phrase(dips)} before it recovers"
+                 + (f", and erosion (a mean above {claims.EROSION_THRESHOLD:g}) appears only there: the pattern takes "
+                    f"over where plain continued training is already unstable." if erodes else
+                    f"; no rate erodes by more than {claims.EROSION_THRESHOLD:g}."))
+    elif dips:
+        text += (f" The control dips by more than {claims.EROSION_THRESHOLD:g} at {rates_phrase(dips)}, but erosion "
+                 f"also appears at {rates_phrase(sorted(set(erodes) - set(dips)))}, where it does not.")
+    else:
+        text += (f" The control never loses more than {claims.EROSION_THRESHOLD:g} of clean accuracy"
+                 + (f", yet erosion appears at {rates_phrase(erodes)}." if erodes else "."))
+    return text
+
+
+def weight_decay_text(grid: pd.DataFrame, profile: str) -> str:
+    """Erosion with and without weight decay at each rate of the learning rate x weight decay grid (``grid``:
+    :func:`plots.lr_wd_grid`, one seed per cell): every cell at a rate where some cell erodes, the range elsewhere."""
+    missing = f"missing: no rate was run with more than one weight decay ({_scale(profile)})"
+    if grid.empty or grid.finetune_weight_decay.nunique() < 2:
+        return missing
+    eroding, calm, without = [], [], []
+    for lr, g in grid.groupby("finetune_lr"):
+        if g.finetune_weight_decay.nunique() < 2:
+            continue
+        cells = g.sort_values("finetune_weight_decay")
+        if (cells.erosion > claims.EROSION_THRESHOLD).any():
+            eroding.append(f"at lr {fmt_value(lr)}, " + join_values(
+                [f"{fmt(r.erosion)} with weight decay {fmt_value(r.finetune_weight_decay)}" for _, r in cells.iterrows()],
+                formatter=str))
+        else:
+            calm.append((float(lr), float(cells.erosion.min()), float(cells.erosion.max())))
+        zero = cells[cells.finetune_weight_decay == 0]
+        if len(zero) and float(zero.erosion.iloc[0]) > claims.EROSION_THRESHOLD:
+            without.append(float(lr))
+    if not eroding and not calm:
+        return missing
+    text = f"Erosion by fine-tuning weight decay at the {_scale(profile)} (Breadth chapter, one seed per cell): "
+    parts = list(eroding)
+    if calm:
+        parts.append(f"at {rates_phrase([c[0] for c in calm])} no weight decay erodes (erosion from "
+                     f"{fmt(min(c[1] for c in calm))} to {fmt(max(c[2] for c in calm))})")
+    text += "; ".join(parts) + "."
+    if without:
+        text += (f" Without any weight decay the network still erodes at {rates_phrase(without)}: weight decay is not "
+                 f"needed for erosion.")
+    return text
