@@ -72,10 +72,8 @@ def parameter_names(experiment: str) -> list[str]:
     """The parameters a notebook of ``experiment`` accepts besides ``profile``."""
     check_choice("experiment", experiment, EXPERIMENTS)
     names = list(_extras(experiment, "paper"))
-    if experiment == "patterns":
-        return ["seed", "dataset", "pattern_size", "corner"] + names
-    if experiment == "claims":
-        return []
+    if CHAPTERS[experiment].config_params is not None:
+        return list(CHAPTERS[experiment].config_params) + names
     seed = [] if "seeds" in _extras(experiment, "paper") else ["seed"]
     return seed + list(CONFIG_PARAMS) + names
 
@@ -110,6 +108,8 @@ def _kind(value) -> str | None:
         return "number"
     if isinstance(value, (list, tuple)):
         return "list"
+    if isinstance(value, dict):
+        return "mapping"
     return "str" if isinstance(value, str) else None
 
 

@@ -12,22 +12,28 @@
 
 # %% [markdown]
 # (mechanism)=
-# # When and why erosion happens
+# # When and why erosion happens (cpu scale)
 #
 # The {ref}`erosion` chapter shows *that* erosion depends on the fine-tuning regime. This chapter asks *when* and
 # *why*. The paper tests neither of the two explanations below; both are ours.
 #
-# - **H1, instability.** A jump to a large learning rate throws the network out of its minimum. While it re-fits
-#   the training set, the pattern is the simplest solution and wins. If so, erosion comes with a loss spike, and
-#   whatever avoids the spike (a warm-up, a smaller rate, a larger batch) prevents it.
-# - **H2, drift.** The pattern takes over gradually, even when training is stable. If so, a long enough stable run
-#   erodes too.
+# - **H1, instability.** A jump to a large learning rate throws the network out of its minimum; while it re-fits the
+#   training set, the pattern is the simplest solution and wins. If the instability is *necessary*, removing the loss
+#   spike (clipping the gradient, warming up) removes erosion.
+# - **H2, drift.** The pattern takes over gradually, even when training is calm: a long enough run at a calm rate
+#   erodes.
 #
-# The two can both hold, in different regimes. Every run below is a pattern run and its clean control, started from
-# the same pretrained weights with the same optimiser; *erosion* is the control's final clean accuracy minus the
-# pattern run's, and the *follow rate* is the share of images carrying another class's pattern whose prediction
-# follows the pattern (as in the {ref}`erosion` chapter). Every fine-tuning record also holds the relative distance
-# of the weights from the pretrained ones, ‖θ − θ₀‖ / ‖θ₀‖, and the largest batch loss since the previous record.
+# Every run is a pattern run and its clean control, from the same pretrained network with the same optimiser and
+# batch order; *erosion* is the control's final clean test accuracy minus the pattern run's, and the *follow rate* is
+# the share of test images carrying another class's pattern that the network assigns to the pattern's class.
+#
+# The chapter has two designs. The **confirmatory design** (five new seeds) is judged by rules of the
+# {ref}`plan`, committed before its runs: a map closed at large batches, an intervention that removes the spike, long
+# runs at calm rates, and a regression that separates the noise scale from the number of steps. Its runs carry a
+# dense *monitor*: at about 30 points per run (every 4% of the steps and every early step) the loss on a fixed set of
+# 200 training images (clean, and carrying their own class's pattern) and the clean accuracy and follow rate on 200
+# test images, the same images for every batch size. The first, **exploratory design** (three seeds) comes last: its
+# rules were changed after part of its data was in, so its verdicts can only suggest.
 
 # %% tags=["parameters", "remove-cell"]
 # papermill parameters; None: the profile's value (python -m erosion_utils params 05_mechanism --profile cpu)
@@ -62,249 +68,264 @@ eroding_lr: "Optional[float]" = None  # the rate of the warm-up runs; None: the 
 warmups: "Optional[list[float]]" = None  # warm-up lengths in epochs, each shorter than the run; None: the profile's value
 long_lrs: "Optional[list[float]]" = None  # stable rates continued for long_epochs; None: the profile's value
 long_epochs: "Optional[float]" = None  # epochs of the long runs; None: the profile's value
+confirm_seeds: "Optional[list[int]]" = None  # seeds of the confirmatory design (judged by the analysis plan); None: the profile's value
+confirm_lrs: "Optional[list[float]]" = None  # learning rates of the confirmatory map; None: the profile's value
+confirm_batch_sizes: "Optional[list[int]]" = None  # batch sizes of the confirmatory map (same epochs); None: the profile's value
+fast_path: "Optional[bool]" = None  # the confirmatory runs on the CPU fast path (channels-last, bf16 training); None: the profile's value
+monitor_per_class: "Optional[int]" = None  # images per class of the fixed monitor set (dense dynamics); None: the profile's value
+clip_norms: "Optional[list[float]]" = None  # gradient-norm clipping levels at the eroding setting; None: the profile's value
+long_warmups: "Optional[list[float]]" = None  # long warm-ups at the eroding setting, in epochs; None: the profile's value
+drift_lrs: "Optional[list[float]]" = None  # calm candidate rates for the long runs; None: the profile's value
+drift_epochs: "Optional[float]" = None  # epochs of the long runs at the calm candidates; None: the profile's value
+confirm_wd_batch: "Optional[int]" = None  # batch of the confirmatory weight-decay runs (none: no such runs); None: the profile's value
+confirm_weight_decays: "Optional[list[float]]" = None  # weight decays of those runs; None: the profile's value
 
 # %% tags=["hide-input"]
+import pandas as pd
 from IPython.display import Markdown, display
 
 from erosion_utils.experiments import Context
 from erosion_utils.experiments.mechanism import mechanism_experiment
 from erosion_utils.profiles import resolve, resolve_notebook
-from erosion_utils.report import mechanism_figures as figs
 from erosion_utils.report import mechanism as mr
+from erosion_utils.report import mechanism_figures as figs
+from erosion_utils.report import mechanism_verdicts as mv
 from erosion_utils.report import plots
+from erosion_utils.report import verdicts as V
 from erosion_utils.report.claims import EROSION_THRESHOLD
 from erosion_utils.report.pages import (compute_note, figure, fold, glue, missing_table, parameters_table, pending_note,
                                         profile_note, provenance_table, table)
+from erosion_utils.report.plan import rule
 from erosion_utils.report.words import ci_phrase, epochs, join_values, plural
 
 plots.setup()
 run = resolve_notebook("mechanism", globals())
 ex = run.extras
-rows = mechanism_experiment(run.config, ex, Context.for_profile(profile))
-frame = mr.run_frame(rows)
-done = frame[~frame.missing]
-used = [r[k] for r in rows if not r.get("missing") for k in ("pretrain", "pattern", "control")]
 ref_batch = run.config.finetune_batch_size
-steps = mr.steps_by_batch(frame)
-missing = {f"{'/'.join(r['groups'])}: lr {r['config']['finetune_lr']:g}, batch {r['config']['finetune_batch_size']}, "
-           f"{r['config']['finetune_epochs']:g} epochs, warm-up {r['config']['finetune_warmup_epochs']:g}, "
-           f"wd {r['config']['finetune_weight_decay']:g}, seed {r['seed']}": "not cached" for r in rows
-           if r.get("missing")}
+ctx = Context.for_profile(profile)
+confirm_rows = mechanism_experiment(run.config, ex, ctx, confirmatory=True)
+rows = mechanism_experiment(run.config, ex, ctx)
+sets = mv.settings(confirm_rows)
+cells = mv.cell_table(sets)
+SPIKE = rule("mechanism.spike").thresholds["spike"]
+
+
+def describe_missing(r: dict) -> str:
+    c = r["config"]
+    return (f"{'/'.join(r['groups'])}: lr {c['finetune_lr']:g}, batch {c['finetune_batch_size']}, "
+            f"{c['finetune_epochs']:g} epochs, warm-up {c['finetune_warmup_epochs']:g}, clip "
+            f"{c.get('finetune_clip_norm', 0.0):g}, wd {c['finetune_weight_decay']:g}, seed {r['seed']}")
+
+
+missing = {describe_missing(r): "not cached" for r in confirm_rows + rows if r.get("missing")}
+used = [r[k] for r in confirm_rows + rows if not r.get("missing") for k in ("pretrain", "pattern", "control")]
 paper_run = resolve("mechanism", "paper")
-paper_rows = [] if profile == "paper" else mechanism_experiment(paper_run.config, paper_run.extras,
-                                                                 Context(compute=False))
-paper_missing = sum(bool(r.get("missing")) for r in paper_rows)
+paper_rows = [] if profile == "paper" else (
+    mechanism_experiment(paper_run.config, paper_run.extras, Context(compute=False), confirmatory=True)
+    + mechanism_experiment(paper_run.config, paper_run.extras, Context(compute=False)))
 note = (profile_note(profile) + " " + compute_note(used)
-        + pending_note(len(paper_rows), paper_missing, "configuration", profile))
+        + pending_note(len(paper_rows), sum(bool(r.get("missing")) for r in paper_rows), "configuration", profile))
 glue("mechanism_profile", profile)
 display(Markdown(note))
 display(missing_table(missing, profile))
 
 # %% [markdown]
-# ## The phase map
+# ## Verdicts
 #
-# Erosion and follow rate over the fine-tuning learning rate and the batch size, at the same number of epochs for
-# every batch size (so a smaller batch takes more optimiser steps). The grid is chosen per profile so that it spans
-# the profile's own boundary between no erosion and total erosion; the {ref}`erosion` chapter places that boundary
-# between 0.01 and 0.1 at the reference batch.
+# By the rules of the {ref}`plan`, from the confirmatory seeds alone. Each verdict gives the 95% intervals over seeds
+# behind it, the range of each threshold over which it stays the same, and whether it is confirmatory (every result it
+# uses was computed after its rule was committed).
 
 # %% tags=["hide-input"]
-map_cells = mr.cell_stats(mr.in_group(frame, "map"), ["batch_size", "finetune_lr"])
-steps_text = join_values([f"{plural(s, 'step')} at batch {b}" for b, s in sorted(steps.items())], formatter=str)
+inst = mv.instability_verdict(sets, ex["eroding_lr"], ref_batch)
+drift = mv.drift_verdict(sets, ex["drift_lrs"], ref_batch)
+noise = mv.noise_steps_verdict(sets, cells)
+scale = f"{profile} scale"
+glue("mechanism_instability", inst.outcome)
+glue("mechanism_drift", drift.outcome)
+glue("mechanism_noise", noise.outcome)
+glue("key_mechanism", mv.key_result(inst, drift, noise, scale))
+display(Markdown("\n".join([
+    f"- **Instability (H1)**: {mv.INSTABILITY_WORDS.get(inst.outcome, inst.outcome)}. "
+    + V.describe(inst, [k for k in inst.intervals if k.endswith("erosion")]),
+    f"- **Drift (H2)**: {mv.DRIFT_WORDS.get(drift.outcome, drift.outcome)}. "
+    + V.describe(drift, [k for k in drift.intervals if "long erosion" in k or "slope" in k]),
+    f"- **Noise or steps**: {mv.NOISE_WORDS.get(noise.outcome, noise.outcome)}. " + V.describe(noise)])))
+
+# %% [markdown]
+# ## The map, closed at large batches
+#
+# Erosion over the fine-tuning learning rate and the batch size, at the same number of epochs (a larger batch takes
+# fewer steps). Each cell is judged by the plan's cell rule; where the clean control itself ends clearly below the
+# pretrained network (*both collapse*), erosion compares two damaged runs and the cell is hatched and not judged.
+
+# %% tags=["hide-input"]
+grid = cells[cells.groups.map(lambda g: "confirm_map" in g)] if len(cells) else cells
 
 
-def map_sentence(cells) -> str:
-    if cells.empty:
-        return "The phase map's results are missing."
-    eroding = cells[cells.erosion_mean > EROSION_THRESHOLD]
-    parts = []
-    for b, g in cells.groupby("batch_size"):
-        er = g[g.erosion_mean > EROSION_THRESHOLD].finetune_lr
-        parts.append(f"at batch {b}, " + (f"at lr {join_values(sorted(er))} (mean erosion up to "
-                                          f"{g.erosion_mean.max():.3f})" if len(er) else "at no rate"))
-    seeds = int(cells.seeds.min())
-    lost = mr.cell_stats(mr.in_group(frame, "map").assign(control_loss=lambda f: f.clean_start - f.clean_control),
-                         ["batch_size", "finetune_lr"], ("control_loss",))
-    lost = lost[lost.control_loss_mean > EROSION_THRESHOLD]
-    damaged = ("" if lost.empty else
-               f" In {plural(len(lost), 'cell')} (" + join_values([f"lr {r.finetune_lr:g} at batch {r.batch_size}"
-                                                                   for r in lost.itertuples()], formatter=str)
-               + f") the clean control itself ends more than {EROSION_THRESHOLD:g} below the pretrained clean accuracy "
-               f"(by up to {lost.control_loss_mean.max():.3f}): there both runs lost accuracy, and erosion measures "
-               f"only the pattern run's extra loss.")
-    return (f"With {steps_text}, mean erosion exceeds {EROSION_THRESHOLD:g} in {len(eroding)} of "
-            f"{plural(len(cells), 'cell')}: " + "; ".join(parts) + f". Each cell has at least "
-            f"{plural(seeds, 'seed', one_word=True)}" + (": no interval." if seeds < 2 else "; the brackets give the "
-                                                           "95% CI over seeds.")) + damaged
+def map_sentence(grid) -> str:
+    if grid.empty:
+        return "The confirmatory map's results are missing."
+    counts = grid.cell.value_counts().to_dict()
+    parts = [f"{plural(n, 'cell')} {w}" for w, n in sorted(counts.items(), key=lambda kv: -kv[1])]
+    seeds = int(grid.seeds.min())
+    eroding = grid[grid.cell == "erodes"]
+    at = "; ".join(f"at batch {b}: lr {join_values(sorted(g.finetune_lr))}"
+                   for b, g in eroding.groupby("finetune_batch_size")) if len(eroding) else "nowhere"
+    fragile = int(grid.cell_fragile.sum())
+    return (f"Of {plural(len(grid), 'cell')} ({plural(seeds, 'seed')} each at least), " + join_values(parts, formatter=str)
+            + f". Erosion holds {at}. " + (f"{plural(fragile, 'cell verdict')} {'is' if fragile == 1 else 'are'} fragile "
+                                            f"(they change within ±10% of the threshold {EROSION_THRESHOLD:g})."
+                                            if fragile else "No cell verdict changes within ±10% of its threshold."))
 
 
+display(figure("fig_mech_confirm_map", figs.verdict_map(cells),
+               f"Confirmatory phase map ({scale}): mean erosion and its 95% interval over seeds in each cell; ● erodes, "
+               f"○ does not, ? inconclusive by the plan's cell rule; hatched ×: both runs collapse (not judged).",
+               "fig-mech-confirm-map"))
+display(Markdown(map_sentence(grid)))
+
+# %% [markdown]
+# ## Dynamics at the eroding setting
+#
+# The monitor, pattern run against control, at the eroding rate and the reference batch: without intervention, and
+# with the gradient norm clipped (a smaller clipping level is a stronger intervention). The dotted line is the spike
+# threshold of the plan.
+
+# %% tags=["hide-input"]
+at_eroding = {k: s for k, s in sets.items() if ({"clip", "long_warmup"} & s.groups) and abs(s.lr - ex["eroding_lr"]) < 1e-12
+              and s.batch == ref_batch}
+arms = [("no intervention" if not s.clip and not s.warmup else f"clip {s.clip:g}" if s.clip else
+         f"warm-up {s.warmup:g} epochs", s)
+        for s in sorted(at_eroding.values(), key=lambda s: (s.warmup > 0, s.clip > 0, -s.clip))]
+display(figure("fig_mech_dynamics", figs.dynamics(arms, SPIKE),
+               f"Dense dynamics at lr {ex['eroding_lr']:g}, batch {ref_batch} ({scale}): left, the loss on the monitor "
+               f"images of the run's own training distribution (log scale; dotted: the spike threshold {SPIKE:g}); right, "
+               f"the follow rate on the monitor's test images (dotted: 0.5). Line: mean over seeds; band: range.",
+               "fig-mech-dynamics"))
+timing = mv.timing(sets, cells)
+if len(timing):
+    crossed = timing[timing.order != "no crossing"]
+    order = crossed.order.value_counts().to_dict()
+    res = max(float(timing.peak_resolution.max()), float(crossed.crossing_resolution.max()) if len(crossed) else 0.0)
+    display(Markdown(
+        f"Timing, over the {plural(len(timing), 'pattern run')} of eroding map cells: the monitor loss peaks at a median "
+        f"{timing.peak.median():.0%} of the run; in {plural(len(crossed), 'run')} the follow rate crosses 0.5, at a "
+        f"median {crossed.crossing.median():.0%}. " + join_values([f"{n} with the {w}" for w, n in order.items()],
+                                                                  formatter=str)
+        + f" (the monitor resolves each time to within {res:.0%} of the run)."))
+
+# %% [markdown]
+# ## Is the instability necessary?
+#
+# An arm *removes the spike* when the peak monitor loss of its pattern runs and of its controls is clearly below the
+# threshold; it *still trains* when its control moves its weights at least half as far from the pretrained ones as the
+# control at lr 0.03 does. Among such arms, erosion that persists means the spike is not necessary; erosion that
+# disappears in every one means it is.
+
+# %% tags=["hide-input"]
+arm_rows = []
+for name, s in arms:
+    d = inst.details.get("arms", {}).get(name, {})
+    arm_rows.append({"arm": name, "seeds": len(s.seeds),
+                     "peak loss, pattern": inst.intervals.get(f"{name}: peak (pattern)", V.NO_VALUE).text(2),
+                     "peak loss, control": inst.intervals.get(f"{name}: peak (control)", V.NO_VALUE).text(2),
+                     "weight distance, control": inst.intervals.get(f"{name}: distance (control)", V.NO_VALUE).text(3),
+                     "erosion": inst.intervals.get(f"{name}: erosion", V.NO_VALUE).text(),
+                     "removes the spike": "—" if not d else ("yes" if d["calm"] else "no"),
+                     "still trains": "—" if not d else ("yes" if d["moved"] else "no")})
+display(table(pd.DataFrame(arm_rows)) if arm_rows else Markdown("The intervention arms are missing."))
+display(Markdown(f"Verdict on H1: " + V.describe(inst, [k for k in inst.intervals if k.endswith("erosion")])
+                 + (f" The control at lr 0.03 moved {inst.details['reference_distance']:.3f} (mean relative distance)."
+                    if inst.details.get("reference_distance", float("nan")) >= 0 else "")))
+
+# %% [markdown]
+# ## Slow drift at calm rates
+#
+# A candidate rate qualifies when its runs of the usual length are calm and do not erode by the plan's rules; its long
+# runs then test drift: the slope of the follow rate after the usual length, and the erosion at the end.
+
+# %% tags=["hide-input"]
+pairs = {}
+for lr in ex["drift_lrs"]:
+    runs_lr = sorted([s for s in sets.values() if "drift" in s.groups and abs(s.lr - lr) < 1e-12 and s.batch == ref_batch],
+                     key=lambda s: s.epochs)
+    if len(runs_lr) == 2:
+        pairs[lr] = tuple(runs_lr)
+display(figure("fig_mech_drift", figs.drift_curves(pairs, SPIKE),
+               f"Long runs ({ex['drift_epochs']:g} epochs) at the calm candidates ({scale}): monitor loss (log; dotted: "
+               f"the spike threshold) and follow rate over epochs; shaded: the usual length. Mean over seeds; band: "
+               f"range.", "fig-mech-drift"))
+states = drift.details.get("rates", {})
+display(Markdown("; ".join(f"lr {lr:g}: **{st}** (follow-rate slope "
+                           f"{drift.intervals[f'lr {lr:g}: slope'].text()} per epoch, final erosion "
+                           f"{drift.intervals[f'lr {lr:g}: long erosion'].text()})" for lr, st in states.items())
+                 + f". Verdict on H2: " + V.describe(drift, [])))
+
+# %% [markdown]
+# ## Noise scale or number of steps?
+#
+# A smaller batch gives noisier gradients and, at the same epochs, more steps. Over every run of the confirmatory map
+# outside both-collapse cells, erosion is fitted as a linear function of log₂(lr/batch) and log₂(steps); each
+# coefficient's interval comes from resampling whole seeds.
+
+# %% tags=["hide-input"]
+reg_runs = mv.regression_runs(sets, cells)
+display(figure("fig_mech_regression", figs.regression_scatter(reg_runs),
+               f"Erosion of every confirmatory map run outside both-collapse cells against lr/batch (left) and the number "
+               f"of optimiser steps (right), coloured by batch size ({scale}).", "fig-mech-regression"))
+follow_fit = mv.noise_steps_verdict(sets, cells, y="follow") if reg_runs else None
+display(Markdown(f"Coefficients for erosion (per doubling): {V.intervals_text(noise)}. "
+                 + (f"For the follow rate: {V.intervals_text(follow_fit)} (not a verdict). " if follow_fit else "")
+                 + "Verdict: " + V.describe(noise)))
+
+# %% [markdown]
+# ## The exploratory design (seeds 0–2)
+#
+# The chapter's first design: the map at batch 32–128, the same-steps and same-noise controls, weight decay, warm-up
+# and long runs at lr 0.01 and 0.03, three seeds, the reference path without a monitor (the spike was measured as the
+# largest batch loss). Two of its rules were changed after 44 of its 93 configurations had finished, and the change
+# reversed both verdicts; under the plan every verdict of this design is exploratory.
+
+# %% tags=["hide-input"]
+frame = mr.run_frame(rows)
+steps = mr.steps_by_batch(frame)
+old = {"instability": mr.instability_verdict_original(frame, ex["eroding_lr"])["verdict"],
+       "drift": mr.drift_verdict_original(frame)["verdict"]}
+new = {"instability": mr.instability_verdict(frame, ex["eroding_lr"])["verdict"],
+       "drift": mr.drift_verdict(frame)["verdict"]}
+display(table(pd.DataFrame([
+    {"hypothesis": h, f"rules as first committed ({mr.ORIGINAL_RULES_COMMIT})": old[h],
+     f"rules as refined ({mr.REFINED_RULES_COMMIT})": new[h]} for h in ("instability", "drift")]),
+    caption="The exploratory design's verdicts under the two versions of its rules (same data, seeds 0–2)"))
+reversed_ = [h for h in old if old[h] != new[h]]
+display(Markdown(("The refinement changed " + join_values(reversed_, formatter=str) + ": "
+                  + "; ".join(f"{h} reads '{old[h]}' under the first rules and '{new[h]}' under the refined ones"
+                              for h in reversed_) + ". Both are exploratory.") if reversed_ else
+                 "The two versions of the rules give the same verdicts on these data; both are exploratory."))
 display(figure("fig_mech_map", figs.phase_map(frame, steps),
-               f"Phase map at the same number of epochs. Top: mean erosion; bottom: mean follow rate; brackets: 95% CI "
-               f"over seeds. Each batch size's number of optimiser steps is beside it. Profile: {profile}.",
+               f"Exploratory phase map ({scale}, seeds 0–2): mean erosion (top) and follow rate (bottom) with their 95% "
+               f"intervals (clipped to the quantity's range); each batch size's number of steps beside it.",
                "fig-mech-map"))
-display(Markdown(map_sentence(map_cells)))
-
-# %% [markdown]
-# ## Noise or duration?
-#
-# A smaller batch gives noisier gradients *and*, at the same epochs, more steps. Two controls separate the two, at
-# a few rates of the reference batch: **same steps** fine-tunes every batch size for the reference batch's number
-# of optimiser steps (so the epochs differ), and **same noise scale** scales the rate with the batch (lr ∝ batch,
-# the linear scaling rule), keeping lr/batch constant at the same epochs. If the same-steps runs match the reference,
-# duration drives the batch effect; if the same-noise runs do, the noise scale does.
-
-# %% tags=["hide-input"]
-pairs = mr.control_pairs(frame, ref_batch)
-noise = mr.noise_or_steps(pairs)
-spread = mr.collapse_spread(frame)
-ss_epochs = mr.in_group(frame, "same_steps").groupby("batch_size").epochs.first()
-epochs_text = join_values([f"{epochs(e)} at batch {b}" for b, e in ss_epochs.items()], formatter=str)
-display(figure("fig_mech_controls", figs.controls(frame, ref_batch),
-               f"Mean erosion against batch size (95% CI over seeds) at each control rate, given at the reference "
-               f"batch {ref_batch}: same epochs (the phase map), same steps as the reference batch, and the rate "
-               f"scaled with the batch (same lr/batch). Profile: {profile}.", "fig-mech-controls"))
-display(Markdown((f"The same-steps runs take {epochs_text}. " if len(ss_epochs) else "")
-                 + mr.noise_sentence(noise, spread)))
-display(figure("fig_mech_collapse", figs.collapse(frame),
-               f"Erosion of every run of this chapter against lr/batch, coloured by batch size. If the points of "
-               f"different batch sizes lay on one curve, lr/batch alone would set erosion. Profile: {profile}.",
-               "fig-mech-collapse"))
-display(fold(table(pairs, {"finetune_lr": "rate at reference batch", "batch_size": "batch size",
-                           "reference": "erosion at reference batch", "same_epochs": "same epochs",
-                           "same_steps": "same steps", "same_noise": "same lr/batch"}),
-             "Mean erosion of the control pairs"))
-
-# %% [markdown]
-# ## Weight decay
-
-# %% tags=["hide-input"]
-wd_cells = mr.cell_stats(mr.in_group(frame, "weight_decay"), ["finetune_lr", "weight_decay"])
-
-
-def wd_sentence(cells) -> str:
-    if cells.empty:
-        return "The weight-decay runs are missing."
-    parts = []
-    for lr, g in cells.groupby("finetune_lr"):
-        parts.append(f"at lr {lr:g}, " + join_values(
-            [f"{ci_phrase(r.erosion_mean, r.erosion_lo, r.erosion_hi, r.seeds)} with weight decay {r.weight_decay:g}"
-             for r in g.itertuples()], formatter=str))
-    return "Mean erosion " + "; ".join(parts) + "."
-
-
 display(figure("fig_mech_wd", figs.weight_decay(frame),
-               f"Erosion and follow rate against fine-tuning weight decay at the batch size {ref_batch}, one line "
-               f"per rate (mean and 95% CI over seeds). Profile: {profile}.", "fig-mech-wd"))
-display(Markdown(wd_sentence(wd_cells)))
-
-# %% [markdown]
-# ## Warm-up
-#
-# If erosion at the eroding rate comes from the jump to that rate, a linear warm-up from 0 should avoid the spike
-# and with it the erosion.
-
-# %% tags=["hide-input"]
-warm_cells = mr.cell_stats(mr.in_group(frame, "warmup"), ["warmup_epochs"])
-
-
-def warm_sentence(cells) -> str:
-    if cells.empty:
-        return "The warm-up runs are missing."
-    return (f"At lr {ex['eroding_lr']:g}, mean erosion is " + join_values(
-        [f"{ci_phrase(r.erosion_mean, r.erosion_lo, r.erosion_hi, r.seeds)} with "
-         + (f"{epochs(r.warmup_epochs)} of warm-up" if r.warmup_epochs else "no warm-up") for r in cells.itertuples()],
-        formatter=str) + "; the follow rate is " + join_values(
-        [f"{r.follow_pattern_mean:.3f}" for r in cells.itertuples()], formatter=str) + ", in the same order.")
-
-
+               f"Exploratory ({scale}): erosion and follow rate against weight decay at batch {ref_batch} (mean and 95% "
+               f"interval over seeds).", "fig-mech-wd"))
 display(figure("fig_mech_warmup", figs.warmup_curves(rows, ex["eroding_lr"]),
-               f"Warm-up at lr {ex['eroding_lr']:g}: clean accuracy, follow rate and the largest batch loss (log scale; "
-               f"dotted: the spike threshold {mr.SPIKE_LOSS:g}) over fine-tuning epochs, one row per warm-up length "
-               f"(shaded: the warm-up). Line: mean; band: range over seeds. Profile: {profile}.", "fig-mech-warmup"))
-display(Markdown(warm_sentence(warm_cells)))
-
-# %% [markdown]
-# ## Long stable runs
-#
-# If the pattern takes over by drift, a stable rate that does not erode in the usual number of epochs should erode,
-# or at least follow the pattern more, when training goes on much longer.
-
-# %% tags=["hide-input"]
-drift = mr.drift_verdict(frame)
-long_epochs = ex["long_epochs"]
+               f"Exploratory ({scale}): warm-up at lr {ex['eroding_lr']:g}; clean accuracy, follow rate and the largest "
+               f"batch loss over epochs (shaded: the warm-up). Line: mean; band: range over seeds.", "fig-mech-warmup"))
 display(figure("fig_mech_long", figs.duration_curves(rows),
-               f"Long runs ({long_epochs:g} epochs) at the stable rates: clean accuracy, follow rate and the largest "
-               f"batch loss (log scale; dotted: the spike threshold) over epochs. Line: mean; band: range over seeds. "
-               f"Profile: {profile}.", "fig-mech-long"))
-display(Markdown(mr.drift_sentence(drift)))
-
-# %% [markdown]
-# ## Spikes and erosion
-#
-# Over every run of this chapter: does erosion come with a loss spike, in the pattern run or in its control, and
-# with a jump of the weights? And in eroding runs, does the loss peak come before the pattern takes over?
-
-# %% tags=["hide-input"]
-inst = mr.instability_verdict(frame, ex["eroding_lr"])
-display(figure("fig_mech_spikes", figs.spike_vs_erosion(frame),
-               f"Left: largest training loss of the pattern run (dots) and of its control (crosses) against erosion; "
-               f"dotted: the spike threshold {mr.SPIKE_LOSS:g}. Middle: largest increase of ‖θ − θ₀‖/‖θ₀‖ between "
-               f"two evaluations against erosion. Right: for eroding runs, the evaluated step of the loss peak "
-               f"against the first evaluated step at which the follow rate exceeds 0.5 (dotted: equal steps). "
-               f"Profile: {profile}.", "fig-mech-spikes"))
-if len(done):
-    eroding = done[done.eroded]
-    control_spikes = int(eroding.spike_control.sum()) if len(eroding) else 0
-    text = (f"Of the chapter's {plural(len(done), 'pattern run')} (each against its control, every seed counted), "
-            f"{'none' if not len(eroding) else len(eroding)} erode{'s' if len(eroding) <= 1 else ''} by more than "
-            f"{EROSION_THRESHOLD:g}. ")
-    if len(eroding):
-        text += (f"The pattern run had a loss spike in {inst['eroding_with_spike']} of them, and the clean control "
-                 f"(the same rate and batch on clean images) in {control_spikes}. ")
-        if inst["crossings"]:
-            text += (f"In {inst['peak_precedes_crossing']} of the {inst['crossings']} eroding runs whose follow rate "
-                     f"crossed 0.5, the loss peak came at or before that crossing (to the resolution of the "
-                     f"evaluation steps).")
-    spiking_not_eroding = int((done.spike_pattern & ~done.eroded).sum())
-    text += (f" {'No' if not spiking_not_eroding else spiking_not_eroding} pattern "
-             f"run{'' if spiking_not_eroding == 1 else 's'} had a spike without eroding.")
-    display(Markdown(text))
-
-# %% [markdown]
-# ## Verdict
-#
-# The rules are fixed in `erosion_utils/report/mechanism.py` (thresholds stated there and in the figures):
-#
-# - a *spike* is a batch loss above the threshold shown in the figures; a run *erodes* when its erosion is above the
-#   claims chapter's threshold;
-# - instability is **supported** when at least 90% of eroding runs spike and a warm-up of one epoch or more both
-#   removes the spike and prevents erosion; **not supported** when fewer than two thirds of eroding runs spike, or when
-#   warm-up removes the spike but erosion stays; **partly supported** otherwise (for example when warm-up does not
-#   remove the spike, so it cannot test whether avoiding the spike prevents erosion);
-# - drift is **supported** at a rate whose runs of the usual length do not erode when its long runs erode without a
-#   spike, and **partly** when their follow rate rises by more than the stated margin; a rate that erodes already at
-#   the usual length, or whose long runs spike, does not test drift;
-# - the noise-or-steps verdict names the control that brings at least two thirds of the batch effects back to within
-#   the stated margin of the reference batch.
-
-# %% tags=["hide-input"]
-glue("mechanism_instability", inst["verdict"])
-glue("mechanism_drift", drift["verdict"])
-glue("mechanism_noise", noise["verdict"])
-glue("key_mechanism", mr.key_result(inst, drift, noise, profile))
-display(Markdown("\n\n".join([
-    "- " + mr.instability_sentence(inst, ex["eroding_lr"]),
-    "- " + mr.drift_sentence(drift),
-    "- " + mr.noise_sentence(noise, spread) + f" Verdict on the batch effect: **{noise['verdict']}**."])))
+               f"Exploratory ({scale}): long runs ({ex['long_epochs']:g} epochs) at lr "
+               f"{join_values(ex['long_lrs'])}. Line: mean; band: range over seeds.", "fig-mech-long"))
 
 # %% [markdown]
 # ## Parameters and provenance
 
 # %% tags=["hide-input"]
-cells = mr.cell_stats(done, ["groups", "finetune_lr", "batch_size", "epochs", "warmup_epochs", "weight_decay"],
-                      ("erosion", "follow_pattern", "peak_loss_pattern", "peak_loss_control")) if len(done) else done
-if len(cells):
-    cells["groups"] = cells.groups.map(lambda g: ", ".join(mr.GROUPS_SHORT.get(x, x) for x in g))
-display(fold(table(cells), f"Every cell of this chapter ({plural(len(cells), 'cell')}, mean and 95% CI over seeds)"))
+display(fold(table(cells.assign(
+    erosion=cells.erosion.map(lambda i: i.text()), control_loss=cells.control_loss.map(lambda i: i.text()),
+    follow=cells.follow.map(lambda i: i.text()), groups=cells.groups.map(", ".join))[
+    ["groups", "finetune_lr", "finetune_batch_size", "finetune_epochs", "finetune_warmup_epochs", "finetune_clip_norm",
+     "seeds", "erosion", "cell", "collapse", "follow"]]) if len(cells) else Markdown(""),
+             f"Every confirmatory setting ({plural(len(cells), 'setting')}: 95% intervals over seeds, verdicts)"))
 display(parameters_table(run))
 display(provenance_table(used))

@@ -34,7 +34,8 @@ NOTEBOOKS = runner.notebook_names()
 PROFILE_HELP = "; None: the profile's value"
 # one parameter of papermill's --help-notebook output: "  name: type (default value)", help after it or below
 HELP_LINE = re.compile(r"^  (\w+): (.+?) \(default (.*?)\)(?: +(\S.*))?$")
-TYPES = {"Optional": typing.Optional, "list": list, "str": str, "int": int, "float": float, "bool": bool}
+TYPES = {"Optional": typing.Optional, "list": list, "str": str, "int": int, "float": float, "bool": bool,
+         "dict": dict}
 
 
 def _help_notebook(ipynb: Path) -> dict[str, tuple[str, str, str]]:
@@ -64,6 +65,8 @@ def _conforms(value, tp) -> bool:
         return isinstance(value, list) and all(_conforms(v, args[0]) for v in value)
     if tp is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is dict:
+        return isinstance(value, dict)
     if tp in (int, str, bool):
         return type(value) is tp
     raise AssertionError(f"annotation {tp} is outside the convention (str, int, float, bool, list, Optional)")

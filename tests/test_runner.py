@@ -20,10 +20,10 @@ from erosion_utils.validation import ParameterError
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ["00_patterns", "01_erosion", "02_breadth", "03_representations", "04_claims", "05_mechanism",
-             "06_mitigation"]
+             "06_mitigation", "07_plan"]
 EXPERIMENTS = {"00_patterns": "patterns", "01_erosion": "erosion", "02_breadth": "breadth",
                "03_representations": "representations", "04_claims": "claims", "05_mechanism": "mechanism",
-               "06_mitigation": "mitigation"}
+               "06_mitigation": "mitigation", "07_plan": "plan"}
 
 
 @pytest.fixture

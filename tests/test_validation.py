@@ -58,7 +58,7 @@ def test_from_dict_rejects_unknown_fields():
     (lambda: profiles.resolve("erosion", "huge"), r"profile='huge' is not allowed; choose one of "
                                                   r"\['smoke', 'cpu', 'paper'\]"),
     (lambda: profiles.resolve("fig9", "smoke"), r"experiment='fig9' is not allowed; choose one of \['patterns', "
-                                                r"'erosion', 'breadth', 'representations', 'claims', 'mechanism', 'mitigation'\]"),
+                                                r"'erosion', 'breadth', 'representations', 'claims', 'mechanism', 'mitigation', 'plan'\]"),
     (lambda: profiles.resolve("erosion", "smoke", seeds=[]), r"seeds=\[\] must list at least one seed"),
     (lambda: profiles.resolve("erosion", "smoke", seeds="x"), r"seeds='x' must be a list, e\.g\. seeds=\[0\]"),
     (lambda: profiles.resolve("erosion", "smoke", seeds=[0, -1]), r"seeds item=-1 is out of range; allowed in "

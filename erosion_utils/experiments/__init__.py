@@ -45,6 +45,7 @@ class Chapter:
     profile_config: dict[str, dict] = field(default_factory=lambda: {p: {} for p in PROFILES})
     validate_extras: Callable[[dict, ErosionConfig], None] = _no_checks
     units: Callable[[ErosionConfig, dict], list[Unit]] = _no_units
+    config_params: tuple[str, ...] | None = None  # the configuration fields its notebook takes (None: all of them)
 
     @classmethod
     def of(cls, name: str, module: ModuleType) -> "Chapter":
@@ -53,13 +54,15 @@ class Chapter:
 
 
 CHAPTERS: dict[str, Chapter] = {c.name: c for c in (
-    Chapter("patterns", {p: dict(n_images=6) for p in PROFILES}),
+    Chapter("patterns", {p: dict(n_images=6) for p in PROFILES},
+            config_params=("seed", "dataset", "pattern_size", "corner")),
     Chapter.of("erosion", erosion),
     Chapter.of("breadth", breadth),
     Chapter.of("representations", representations),
-    Chapter("claims", {p: dict() for p in PROFILES}),
+    Chapter("claims", {p: dict() for p in PROFILES}, config_params=()),
     Chapter.of("mechanism", mechanism),
     Chapter.of("mitigation", mitigation),
+    Chapter("plan", {p: dict() for p in PROFILES}, config_params=()),
 )}
 
 __all__ = ["BREADTH_FACTORS", "CHAPTERS", "PATTERN_FIELDS", "PRETRAIN_FIELDS", "PROFILES", "CacheMissError",

@@ -15,7 +15,7 @@ import pandas as pd
 
 from .analysis import mean_ci, run_summary
 from .claims import EROSION_THRESHOLD, FOLLOW_PARTIAL
-from .words import epochs
+from .words import clip_interval, epochs
 
 SPIKE_LOSS = 1.0  # largest batch loss that we call a spike (chance level on 10 classes is ln 10 = 2.30)
 MATCH_MARGIN = 0.10  # two mean erosions closer than this count as the same
@@ -104,7 +104,9 @@ def cell_stats(frame: pd.DataFrame, by: list[str], columns=("erosion", "follow_p
         key = key if isinstance(key, tuple) else (key,)
         row = dict(zip(by, key), seeds=len(g))
         for col in columns:
-            row[f"{col}_mean"], row[f"{col}_lo"], row[f"{col}_hi"] = mean_ci(g[col].astype(float))
+            m, lo, hi = mean_ci(g[col].astype(float))
+            row[f"{col}_mean"] = m
+            row[f"{col}_lo"], row[f"{col}_hi"] = clip_interval(col, lo, hi)
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -248,6 +250,57 @@ def drift_verdict(frame: pd.DataFrame) -> dict:
                else "partly supported" if "creeping" in states
                else "inconclusive (no long run at a stable, non-eroding rate)" if not informative
                else "not supported")
+    return {"verdict": verdict, "per_lr": per_lr}
+
+
+# ------------------------------------------------------------- the rules as they were before the data (6905857)
+
+ORIGINAL_RULES_COMMIT = "6905857"  # the mechanism rules as first committed, before 44 of the 93 cpu configurations
+REFINED_RULES_COMMIT = "6314841"  # the refinement, committed after those 44 had finished
+
+
+def instability_verdict_original(frame: pd.DataFrame, eroding_lr: float) -> dict:
+    """H1 as first committed (commit 6905857, kept verbatim so the book can show what the refinement changed):
+    holds when (a) every eroding run of the chapter has a loss spike in its pattern run, and (b) warm-up of at least
+    one epoch at ``eroding_lr`` keeps mean erosion at or below the threshold while no warm-up erodes."""
+    done = frame[~frame.missing] if len(frame) else frame
+    eroding = done[done.eroded] if len(done) else done
+    spiking = int(eroding.spike_pattern.sum()) if len(eroding) else 0
+    warm = in_group(frame, "warmup")
+    warm = warm[np.isclose(warm.finetune_lr, eroding_lr)] if len(warm) else warm
+    by_w = warm.groupby("warmup_epochs").erosion.mean() if len(warm) else pd.Series(dtype=float)
+    no_warm = float(by_w.get(0.0, float("nan")))
+    long_warm = by_w[by_w.index >= 1.0]
+    prevents = bool(len(long_warm) and no_warm > EROSION_THRESHOLD and (long_warm <= EROSION_THRESHOLD).mean() >= 1.0)
+    all_spike = bool(len(eroding)) and spiking == len(eroding)
+    if not len(eroding) or not len(warm):
+        verdict = "not tested" if not len(done) else ("no erosion to explain" if not len(eroding) else "partly tested")
+    else:
+        verdict = "supported" if all_spike and prevents else "partly supported" if all_spike or prevents \
+            else "not supported"
+    return {"verdict": verdict, "eroding_runs": int(len(eroding)), "eroding_with_spike": spiking,
+            "warmup_prevents": prevents}
+
+
+def drift_verdict_original(frame: pd.DataFrame) -> dict:
+    """H2 as first committed (commit 6905857): holds at a stable rate when its long runs have no loss spike and still
+    erode (mean erosion above the threshold, or mean follow rate above FOLLOW_PARTIAL); creeping when the long run's
+    follow rate exceeds the short run's by more than FOLLOW_RISE without that."""
+    runs = in_group(frame, "duration")
+    per_lr = {}
+    for lr, g in runs.groupby("finetune_lr") if len(runs) else []:
+        short, long = g[g.epochs == g.epochs.min()], g[g.epochs == g.epochs.max()]
+        if short.epochs.iloc[0] == long.epochs.iloc[0]:
+            continue
+        stable = not bool(long.spike_pattern.any())
+        erodes = bool(long.erosion.mean() > EROSION_THRESHOLD or long.follow_pattern.mean() > FOLLOW_PARTIAL)
+        rise = float(long.follow_pattern.mean() - short.follow_pattern.mean())
+        per_lr[float(lr)] = ("drifts to erosion" if stable and erodes else "creeping" if stable and rise > FOLLOW_RISE
+                             else "unstable" if not stable else "no drift")
+    states = list(per_lr.values())
+    verdict = ("not tested" if not states else "supported" if "drifts to erosion" in states
+               else "partly supported" if "creeping" in states
+               else "inconclusive (no long run was stable)" if set(states) == {"unstable"} else "not supported")
     return {"verdict": verdict, "per_lr": per_lr}
 
 

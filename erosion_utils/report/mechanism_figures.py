@@ -231,3 +231,136 @@ def spike_vs_erosion(frame: pd.DataFrame) -> plt.Figure | None:
     for a in axes:
         a.grid(alpha=0.3)
     return fig
+
+
+# ------------------------------------------------------------------------------------- the confirmatory design
+
+VERDICT_MARKS = {"erodes": "●", "does not erode": "○", "inconclusive": "?", "both collapse": "×"}
+
+
+def verdict_map(table: pd.DataFrame) -> plt.Figure | None:
+    """The confirmatory phase map: mean erosion per (batch size, lr) with its 95% interval in each cell and the
+    cell rule's verdict mark (● erodes, ○ does not, ? inconclusive); both-collapse cells hatched and marked ×."""
+    grid = table[table.groups.map(lambda g: "confirm_map" in g)] if len(table) else table
+    if grid.empty:
+        return None
+    lrs = sorted(grid.finetune_lr.unique())
+    batches = sorted(grid.finetune_batch_size.unique())
+    fig, (ax,) = panel_grid(1, panel_height=0.62 * len(batches) + 0.8, width=min(6.9, 1.7 + 1.05 * len(lrs)))
+    mean = np.full((len(batches), len(lrs)), np.nan)
+    for _, r in grid.iterrows():
+        mean[batches.index(r.finetune_batch_size), lrs.index(r.finetune_lr)] = r.erosion.estimate
+    sns.heatmap(pd.DataFrame(mean, index=[int(b) for b in batches], columns=[f"{x:g}" for x in lrs]), cmap="magma_r",
+                vmin=-0.05, vmax=0.6, cbar=False, ax=ax, annot=False)
+    for _, r in grid.iterrows():
+        i, j = batches.index(r.finetune_batch_size), lrs.index(r.finetune_lr)
+        text = f"{VERDICT_MARKS.get(r.cell, '')} {r.erosion.estimate:.2f}\n[{r.erosion.lo:.2f}, {r.erosion.hi:.2f}]"
+        dark = r.erosion.estimate > 0.35
+        ax.text(j + 0.5, i + 0.5, text, ha="center", va="center", fontsize=9, color="white" if dark else "black")
+        if r.cell == "both collapse":
+            ax.add_patch(plt.Rectangle((j, i), 1, 1, fill=False, hatch="///", edgecolor="#444444", lw=0))
+    ax.set_xlabel("fine-tuning lr")
+    ax.set_ylabel("batch size")
+    ax.set_title("erosion (control − pattern run), mean [95% interval]")
+    ax.tick_params(axis="y", rotation=0)
+    return fig
+
+
+def _monitor_frame(setting, label: str) -> pd.DataFrame:
+    rows = []
+    for which, runs, own in (("pattern", setting.pattern, "loss_patterned"), ("control", setting.control,
+                                                                              "loss_clean")):
+        for seed, entry in runs.items():
+            res = entry["result"]
+            for m in res.get("monitor", []):
+                rows.append({"arm": label, "condition": which, "seed": seed, "fraction": m["step"] / res["total_steps"],
+                             "loss": max(m[own], 1e-4), "follow_rate": m["follow_rate"], "clean_acc": m["clean_acc"]})
+    return pd.DataFrame(rows)
+
+
+def dynamics(arms: list[tuple[str, object]], spike: float) -> plt.Figure | None:
+    """The dense monitor over the run (x: share of the run's steps) for each arm (``(label, Setting)``): the loss on
+    the run's own training distribution (log scale, dotted: the spike threshold) and the follow rate, pattern run
+    against control (line: mean over seeds, band: range)."""
+    frames = [_monitor_frame(s, label) for label, s in arms if s is not None]
+    data = pd.concat(frames) if frames else pd.DataFrame()
+    if data.empty:
+        return None
+    labels = [label for label, s in arms if s is not None]
+    fig, axes = panel_grid(2 * len(labels), ncols=2, panel_height=1.8)
+    for i, label in enumerate(labels):
+        sub = data[data.arm == label]
+        for j, (metric, title) in enumerate((("loss", "monitor loss"), ("follow_rate", "follow rate"))):
+            ax = axes[2 * i + j]
+            sns.lineplot(data=sub, x="fraction", y=metric, hue="condition", hue_order=["pattern", "control"],
+                         palette=PALETTE, errorbar=("pi", 100), ax=ax, legend=False)
+            if metric == "loss":
+                ax.set_yscale("log")
+                ax.axhline(spike, color="k", lw=0.6, ls=":")
+            else:
+                ax.set_ylim(-0.02, 1.02)
+                ax.axhline(0.5, color="k", lw=0.4, ls=":")
+            ax.set_title(f"{title}: {label}")
+            ax.set_xlabel("share of the run's steps" if i == len(labels) - 1 else "")
+            ax.set_ylabel("")
+            ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], color=PALETTE[c], lw=2, label=CONDITION_LABELS[c]) for c in ("pattern", "control")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
+    return fig
+
+
+def drift_curves(pairs: dict[float, tuple], spike: float) -> plt.Figure | None:
+    """The long runs at the calm candidate rates: monitor loss and follow rate over epochs (shaded: the usual
+    length), pattern run against control."""
+    if not pairs:
+        return None
+    fig, axes = panel_grid(2 * len(pairs), ncols=2, panel_height=1.8)
+    for i, (lr, (short, long)) in enumerate(sorted(pairs.items())):
+        sub = _monitor_frame(long, f"lr {lr:g}")
+        if sub.empty:
+            continue
+        sub["epoch"] = sub.fraction * long.epochs
+        for j, (metric, title) in enumerate((("loss", "monitor loss"), ("follow_rate", "follow rate"))):
+            ax = axes[2 * i + j]
+            sns.lineplot(data=sub, x="epoch", y=metric, hue="condition", hue_order=["pattern", "control"],
+                         palette=PALETTE, errorbar=("pi", 100), ax=ax, legend=False)
+            ax.axvspan(0, short.epochs, color="#cccccc", alpha=0.4, lw=0)
+            if metric == "loss":
+                ax.set_yscale("log")
+                ax.axhline(spike, color="k", lw=0.6, ls=":")
+            else:
+                ax.set_ylim(-0.02, 1.02)
+            ax.set_title(f"{title}: lr {lr:g}")
+            ax.set_xlabel("fine-tuning epoch" if i == len(pairs) - 1 else "")
+            ax.set_ylabel("")
+            ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], color=PALETTE[c], lw=2, label=CONDITION_LABELS[c]) for c in ("pattern", "control")]
+    fig.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
+    return fig
+
+
+def regression_scatter(runs: list[dict]) -> plt.Figure | None:
+    """Every confirmatory map run outside both-collapse settings: erosion against lr/batch (left) and against the
+    number of optimiser steps (right), coloured by batch size."""
+    if not runs:
+        return None
+    data = pd.DataFrame(runs)
+    data["lr/batch"] = 2.0 ** data.log2_lr_per_batch
+    data["steps"] = 2.0 ** data.log2_steps
+    batches = sorted(data.batch.unique())
+    palette = dict(zip([f"batch {b}" for b in batches], sns.color_palette("colorblind", len(batches))))
+    data["batch size"] = data.batch.map(lambda b: f"batch {b}")
+    fig, axes = panel_grid(2, ncols=2, panel_height=2.6)
+    for ax, x in zip(axes, ("lr/batch", "steps")):
+        sns.scatterplot(data=data, x=x, y="erosion", hue="batch size", hue_order=list(palette), palette=palette,
+                        s=22, alpha=0.75, ax=ax, legend=ax is axes[0])
+        ax.set_xscale("log")
+        ax.axhline(0, color="k", lw=0.6)
+        ax.set_xlabel("fine-tuning lr / batch size" if x == "lr/batch" else "optimiser steps")
+        ax.set_ylabel("erosion" if ax is axes[0] else "")
+        ax.grid(alpha=0.3)
+    if axes[0].get_legend():
+        handles, labels = axes[0].get_legend_handles_labels()
+        axes[0].get_legend().remove()
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(5, len(labels)), frameon=False)
+    return fig

@@ -15,7 +15,7 @@ import pandas as pd
 from .analysis import mean_ci, run_summary
 from .claims import (EROSION_THRESHOLD, FOLLOW_PARTIAL, FOLLOW_THRESHOLD, PICKUP_THRESHOLD, PROBE_THRESHOLD, erodes,
                      picks_up_pattern)
-from .words import ci_phrase, fmt, fmt_value, is_nan, join_values, plural
+from .words import ci_phrase, clip_interval, fmt, fmt_value, is_nan, join_values, plural
 
 KEEP_MARGIN = 0.03  # clean accuracy at most this far below the reference counts as kept
 REDUCE_MARGIN = 0.05  # a mitigation reduces erosion when its mean erosion is this much below the baseline's
@@ -113,6 +113,7 @@ def mitigation_stats(frame: pd.DataFrame) -> pd.DataFrame:
                "missing_seeds": int(g.missing.sum()), "devices": sorted(set(done.device.dropna()))}
         for q in STAT_COLUMNS:
             m, lo, hi = mean_ci(done[q].astype(float)) if len(done) else (math.nan,) * 3
+            lo, hi = clip_interval(q, lo, hi)
             row.update({q: m, f"{q}_lo": lo, f"{q}_hi": hi})
         rows.append(row)
     return pd.DataFrame(rows)

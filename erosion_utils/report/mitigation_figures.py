@@ -144,3 +144,89 @@ def probes(frame: pd.DataFrame) -> plt.Figure | None:
                for a, label in (("pattern", "eroded network (recovering)"), ("control", "control network"))]
     fig.legend(handles=handles, loc="outside lower center", ncols=2, frameon=False)
     return fig
+
+
+# --------------------------------------------------------------------------------------------- transfer setting
+
+OPTION_MARKERS = "oDs^vP*XhpH<>d"
+
+
+def _dodged(xs: list[float], ys: list[float], tol: float = 0.025) -> list[float]:
+    """x positions nudged apart where two points would sit within ``tol`` of each other (in both axes)."""
+    out = list(xs)
+    for i in range(len(xs)):
+        clash = [j for j in range(i) if abs(out[j] - out[i]) < tol and abs(ys[j] - ys[i]) < tol]
+        if clash:
+            out[i] = out[i] + tol * len(clash)
+    return out
+
+
+def tradeoff(table: pd.DataFrame) -> plt.Figure | None:
+    """Gain kept (x) against follow rate (y), one marker per option with its 95% intervals (x: seed bootstrap,
+    y: Student-t clipped to [0, 1]); recommended options filled, the others open; markers that would coincide are
+    nudged apart (the label says the value)."""
+    done = table[table["gain kept"].map(lambda i: i.known)] if len(table) else table
+    if done.empty:
+        return None
+    fig, (ax,) = panel_grid(1, panel_height=3.6, width=6.8)
+    xs = [r["gain kept"].estimate for _, r in done.iterrows()]
+    ys = [r["follow rate"].estimate for _, r in done.iterrows()]
+    xs_d = _dodged(xs, ys)
+    colours = sns.color_palette("colorblind", len(done))
+    for k, ((_, r), x, y) in enumerate(zip(done.iterrows(), xs_d, ys)):
+        g, f = r["gain kept"], r["follow rate"]
+        filled = r["verdict"] == "recommended"
+        xerr = [[max(0.0, g.estimate - g.lo)], [max(0.0, g.hi - g.estimate)]] if not math.isnan(g.lo) else None
+        yerr = [[max(0.0, f.estimate - f.lo)], [max(0.0, f.hi - f.estimate)]] if not math.isnan(f.lo) else None
+        ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt=OPTION_MARKERS[k % len(OPTION_MARKERS)], ms=7,
+                    color=colours[k], mfc=colours[k] if filled else "white", mew=1.5, capsize=2, lw=1,
+                    label=r["option"] + (" (recommended)" if filled else ""))
+    ax.axvline(0, color="k", lw=0.5)
+    ax.axvline(1, color="k", lw=0.5, ls=":")
+    ax.axhline(0.5, color="k", lw=0.5, ls=":")
+    ax.set_xlabel("gain kept (share of the control's gain in clean accuracy)")
+    ax.set_ylabel("follow rate")
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, frameon=False, fontsize=9)
+    return fig
+
+
+TRANSFER_ARM_NAMES = {"eroded": "eroded → clean", "control": "control → clean", "reinit_1": "last stage re-initialised",
+             "reinit_2": "last two stages re-initialised", "scratch": "from scratch"}
+TRANSFER_ARM_COLOURS = {"eroded": PALETTE["pattern"], "control": PALETTE["control"], "reinit_1": "#009E73",
+               "reinit_2": "#CC79A7", "scratch": "#7f7f7f"}
+
+
+def transfer_recovery(rows: list[dict]) -> plt.Figure | None:
+    """Clean accuracy over recovery steps on clean data for each arm (mean over seeds, band: range), against the
+    target (dotted: the pretrained network's clean accuracy, mean over seeds); the scratch arm runs longer (right)."""
+    data = []
+    targets = []
+    for row in rows:
+        if row.get("missing"):
+            continue
+        res = row["recovery"]["result"]
+        targets.append(res["pretrained"]["clean_acc"])
+        for arm, a in res["arms"].items():
+            data += [{"seed": row["seed"], "arm": arm, "step": r["step"], "clean_acc": r["clean_acc"]}
+                     for r in a["records"]]
+    if not data:
+        return None
+    frame = pd.DataFrame(data)
+    fig, axes = panel_grid(2, ncols=2, panel_height=2.6)
+    short = frame[frame.arm != "scratch"]
+    for ax, sub, title in ((axes[0], short, "recovery runs"), (axes[1], frame, "with the run from scratch")):
+        arms = [a for a in TRANSFER_ARM_NAMES if a in set(sub.arm)]
+        sns.lineplot(data=sub, x="step", y="clean_acc", hue="arm", hue_order=arms, palette=TRANSFER_ARM_COLOURS,
+                     errorbar=("pi", 100), ax=ax, legend=False)
+        ax.axhline(float(np.mean(targets)), color="k", lw=0.6, ls=":")
+        ax.set_title(title)
+        ax.set_xlabel("recovery step")
+        ax.set_ylabel("clean accuracy" if ax is axes[0] else "")
+        ax.set_ylim(-0.02, max(0.8, float(frame.clean_acc.max()) + 0.05))
+        ax.grid(alpha=0.3)
+    handles = [plt.Line2D([], [], color=TRANSFER_ARM_COLOURS[a], lw=2, label=TRANSFER_ARM_NAMES[a]) for a in TRANSFER_ARM_NAMES
+               if a in set(frame.arm)]
+    fig.legend(handles=handles, loc="outside lower center", ncols=3, frameon=False, fontsize=9)
+    return fig

@@ -258,3 +258,24 @@ def judge(rule_id: str, statistics: Callable[[float], dict[str, Interval]],
             fragile |= by_level.get(0.9) != outcome or by_level.get(0.99) != outcome
     label, reason = label_for(rule_id, entries)
     return Verdict(rule_id, outcome, ivs, details, "; ".join(lines), fragile, label, reason, tuple(seeds))
+
+
+# ----------------------------------------------------------------------------------------------------- wording
+
+def intervals_text(v: Verdict, names: Iterable[str] | None = None) -> str:
+    """``erosion 0.307 [0.177, 0.437]; follow rate 0.9 [0.8, 1.0]`` for the named intervals (all by default)."""
+    keys = list(v.intervals) if names is None else [k for k in names if k in v.intervals]
+    return "; ".join(f"{k} {v.intervals[k].text()}" for k in keys)
+
+
+def describe(v: Verdict, names: Iterable[str] | None = None, seeds: bool = True) -> str:
+    """One Markdown line for a verdict: outcome and label, the intervals behind it (95%, over seeds), its
+    sensitivity, and why it carries its label."""
+    n = len(v.seeds)
+    scope = f" over {n} seed{'s' if n != 1 else ''}" if seeds and n else ""
+    ivs = intervals_text(v, names)
+    parts = [f"{v.tag()}" + (f": {ivs} (95% intervals{scope})" if ivs else scope)]
+    if v.sensitivity:
+        parts.append(f"sensitivity: {v.sensitivity}" + (" — **fragile**" if v.fragile else ""))
+    parts.append(f"{v.label}: {v.label_reason}")
+    return ". ".join(p[0].upper() + p[1:] if p else p for p in parts) + "."

@@ -15,6 +15,34 @@ def is_nan(x) -> bool:
     return x is None or (isinstance(x, float) and math.isnan(x))
 
 
+# the range of each kind of quantity a page shows an interval for: an interval is never shown outside it
+RATE_PREFIXES = ("clean", "matched", "mismatched", "follow", "acc")
+DIFFERENCE_NAMES = ("erosion", "drop_from_start", "control_loss", "gain", "reduction")
+
+
+def quantity_range(name: str) -> tuple[float | None, float | None]:
+    """(low, high) of the quantity ``name`` (a column name): accuracies and rates [0, 1], their differences
+    [-1, 1], losses and other quantities [0, inf) or unbounded."""
+    if name.startswith(DIFFERENCE_NAMES):
+        return -1.0, 1.0
+    if name.startswith(RATE_PREFIXES):
+        return 0.0, 1.0
+    if "loss" in name:
+        return 0.0, None
+    return None, None
+
+
+def clip_interval(name: str, lo: float, hi: float) -> tuple[float, float]:
+    """The interval ``(lo, hi)`` of quantity ``name`` clipped to :func:`quantity_range` (an impossible value is
+    never shown; the coverage is unchanged)."""
+    low, high = quantity_range(name)
+    if low is not None:
+        lo, hi = (max(lo, low) if not math.isnan(lo) else lo), (max(hi, low) if not math.isnan(hi) else hi)
+    if high is not None:
+        lo, hi = (min(lo, high) if not math.isnan(lo) else lo), (min(hi, high) if not math.isnan(hi) else hi)
+    return lo, hi
+
+
 def fmt(value: Any, digits: int = DIGITS) -> str:
     """A number as prose shows it: ``digits`` decimals for floats (never "-0.000"), integers as they are;
     None, nan and inf (which prose must never show) become "n/a"."""
