@@ -1,7 +1,11 @@
-"""Result and checkpoint caches, written atomically, with provenance.
+"""Result and checkpoint caches, written atomically (mode 0644), with provenance, and checked when read.
 
 A result is keyed by a stable hash of (experiment name, full parameters, package version) and stored as
-``<root>/<name>/<key>.json``. A checkpoint (never committed) lives in ``<root>/<key>.pt``.
+``<root>/<name>/<key>.json``; a load checks that the file holds the entry asked for (its name, key and parameters),
+and moves a file that does not, or cannot be read, aside to ``<file>.corrupt`` with a warning naming it, so that it is
+recomputed (or reported missing) instead of shown. A checkpoint (never committed) lives in ``<root>/<key>.pt`` and
+is loaded only by the safe loader. Smoke-profile results go to their own, git-ignored folder
+(:func:`results_root`): never among the committed results.
 """
 from __future__ import annotations
 
@@ -12,6 +16,7 @@ import os
 import subprocess
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,6 +28,16 @@ from .validation import ParameterError
 _REPO = Path(__file__).resolve().parents[1]
 DEFAULT_RESULTS = Path(os.environ.get("EROSION_RESULTS", _REPO / "results"))
 DEFAULT_CHECKPOINTS = Path(os.environ.get("EROSION_CHECKPOINTS", _REPO / ".cache" / "checkpoints"))
+# smoke-profile results (seconds-long runs, for tests): an ignored folder unless a results folder is chosen explicitly
+SMOKE_RESULTS = Path(os.environ.get("EROSION_SMOKE_RESULTS") or os.environ.get("EROSION_RESULTS")
+                     or _REPO / ".cache" / "smoke-results")
+FILE_MODE = 0o644  # results and checkpoints are readable by everyone who can read the repository
+
+
+def results_root(profile: str) -> Path:
+    """Where results of ``profile`` are cached by default: :data:`SMOKE_RESULTS` for ``smoke``, else
+    :data:`DEFAULT_RESULTS` (``results/``, committed)."""
+    return SMOKE_RESULTS if profile == "smoke" else DEFAULT_RESULTS
 
 
 def canonical_json(obj: Any) -> str:
@@ -36,7 +51,7 @@ def cache_key(name: str, params: dict, version: str = __version__) -> str:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves either the old file or the new one, never a part."""
+    """Write ``data`` to ``path`` (mode 0644): a crash leaves either the old file or the new one, never a part."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -44,6 +59,7 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), FILE_MODE)
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -105,10 +121,36 @@ class ResultCache:
         return self.root / name / f"{cache_key(name, params)}.json"
 
     def load(self, name: str, params: dict) -> dict | None:
+        """The cached entry for (name, params), or None on a miss. A file that cannot be read as an entry, or holds
+        another entry (its name, key or parameters differ from the request), is moved aside to ``<file>.corrupt``
+        with a warning naming it, and counts as a miss."""
         path = self.path(name, params)
-        if not path.is_file():
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
             return None
-        return json.loads(path.read_text())
+        except OSError as err:
+            return self._set_aside(path, f"cannot be read ({err})")
+        try:
+            entry = json.loads(data.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as err:
+            return self._set_aside(path, f"is not a JSON result entry ({type(err).__name__}: {str(err)[:200]})")
+        problem = entry_mismatch(entry, name, params)
+        return entry if problem is None else self._set_aside(path, problem)
+
+    @staticmethod
+    def _set_aside(path: Path, problem: str) -> None:
+        aside = path.with_name(path.name + ".corrupt")
+        try:
+            os.replace(path, aside)
+            where = f"moved it to {aside}"
+        except FileNotFoundError:  # another process moved it first
+            where = "another process moved it aside"
+        except OSError as err:
+            where = f"could not move it aside ({err})"
+        warnings.warn(f"result file {path} {problem}; {where}: it is recomputed where computing is allowed, "
+                      f"else reported missing", RuntimeWarning, stacklevel=3)
+        return None
 
     def save(self, name: str, params: dict, result: Any, prov: dict) -> dict:
         entry = {"name": name, "key": cache_key(name, params), "params": params, "provenance": prov,
@@ -125,6 +167,28 @@ class ResultCache:
         start = time.perf_counter()
         result = compute()
         return self.save(name, params, result, provenance(seed, time.perf_counter() - start, device))
+
+
+def entry_mismatch(entry: Any, name: str, params: dict) -> str | None:
+    """Why ``entry`` is not the cached result of (name, params), or None when it is: an entry is a mapping with
+    ``name``, ``key``, ``params``, ``provenance`` and ``result``, whose name, key and (canonical) parameters are the
+    requested ones."""
+    if not isinstance(entry, dict):
+        return f"is not a result entry (a JSON {type(entry).__name__}, not an object)"
+    absent = [k for k in ("name", "key", "params", "provenance", "result") if k not in entry]
+    if absent:
+        return f"is not a result entry (no {', '.join(map(repr, absent))})"
+    if entry["name"] != name:
+        return f"holds a {entry['name']!r} result, not a {name!r} one"
+    if entry["key"] != cache_key(name, params):
+        return f"holds the entry of key {str(entry['key'])[:40]!r}, not {cache_key(name, params)!r}"
+    stored, asked = json.loads(canonical_json(entry["params"])), json.loads(canonical_json(params))
+    if stored != asked:
+        if not isinstance(stored, dict):
+            return "holds parameters that are not a mapping"
+        differ = sorted(k for k in set(stored) | set(asked) if stored.get(k, ...) != asked.get(k, ...))
+        return f"holds other parameters than the ones asked for (differing: {', '.join(differ)[:300]})"
+    return None
 
 
 class CorruptCheckpointError(ValueError):
@@ -219,15 +283,33 @@ class CheckpointCache:
         except CorruptCheckpointError as err:
             if on_corrupt == "raise":
                 raise
-            import warnings
-
-            aside = path.with_name(path.name + ".corrupt")
-            os.replace(path, aside)
-            warnings.warn(f"{err}; moved it to {aside} and will recompute it", RuntimeWarning, stacklevel=2)
+            self._set_aside(path, err)
             return None
 
+    def verified_bytes(self, name: str, params: dict) -> bytes | None:
+        """The file's bytes (to ship to another machine) after checking that they load safely, or None on a miss;
+        a file that does not load is moved aside to ``<file>.corrupt`` with a warning naming it, and is a miss."""
+        data = self.read_bytes(name, params)
+        if data is None:
+            return None
+        try:
+            parse_checkpoint(data, str(self.path(name, params)))
+        except CorruptCheckpointError as err:
+            self._set_aside(self.path(name, params), err)
+            return None
+        return data
+
+    @staticmethod
+    def _set_aside(path: Path, err: Exception) -> None:
+        aside = path.with_name(path.name + ".corrupt")
+        try:
+            os.replace(path, aside)
+        except FileNotFoundError:  # another process moved it first
+            pass
+        warnings.warn(f"{err}; moved it to {aside} and will recompute it", RuntimeWarning, stacklevel=3)
+
     def read_bytes(self, name: str, params: dict) -> bytes | None:
-        """The raw file (to ship to another machine), or None on a miss; not checked."""
+        """The raw file, or None on a miss; not checked (see :meth:`verified_bytes`)."""
         path = self.path(name, params)
         return path.read_bytes() if path.is_file() else None
 

@@ -17,7 +17,7 @@ from typing import Any, Callable
 import torch
 
 from .. import data as data_mod
-from ..cache import DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, CheckpointCache, ResultCache, provenance
+from ..cache import DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, CheckpointCache, ResultCache, provenance, results_root
 from ..models import ARCHS, build_model, num_stages
 from ..patterns import PatternSpec, make_codes, patched_mask, stamp, test_views
 from ..train import (SCHEDULES, Constraints, TrainConfig, accuracy, eval_steps, logits, monitor_steps, predict,
@@ -184,8 +184,10 @@ class Context:
     @classmethod
     def for_profile(cls, profile: str, **kwargs) -> "Context":
         """The context a notebook uses: the ``paper`` profile computes only where CUDA is available, so building
-        the book on a CPU renders the committed results and never trains for hours."""
+        the book on a CPU renders the committed results and never trains for hours; the ``smoke`` profile caches its
+        results in their own ignored folder (:func:`erosion_utils.cache.results_root`), never among ``results/``."""
         compute = profile != "paper" or torch.cuda.is_available()
+        kwargs.setdefault("results", ResultCache(results_root(profile)))
         return cls(compute=compute, **kwargs)
 
 
