@@ -23,6 +23,8 @@ from .validation import ParameterError, check_choice, check_number
 
 DATASETS = ("cifar10", "cifar100", "fashion_mnist")
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "fashion_mnist": 10}
+# images per class in the (class-balanced) training and test splits: the most a subset can draw
+PER_CLASS = {"cifar10": (5000, 1000), "cifar100": (500, 100), "fashion_mnist": (6000, 1000)}
 CLASS_NAMES = {
     "cifar10": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"],
     "fashion_mnist": ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",

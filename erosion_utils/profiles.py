@@ -9,13 +9,15 @@ papermill's ``-p`` gives ``[0, 1]``) is read as YAML, like ``python -m erosion_u
 """
 from __future__ import annotations
 
+import ast
 from dataclasses import dataclass, fields
 
 import yaml
 
+from .data import NUM_CLASSES, PER_CLASS
 from .experiments import CHAPTERS, PROFILES, ErosionConfig
 from .experiments.breadth import sweeps_of
-from .validation import ParameterError, check_choice, check_keys, check_number
+from .validation import ParameterError, check_choice, check_keys, check_number, check_unique, parse_value
 
 EXPERIMENTS = tuple(CHAPTERS)  # the experiment each notebook resolves, in book order
 
@@ -95,12 +97,6 @@ def _yaml(value) -> str:
     return yaml.safe_dump(value, default_flow_style=True, width=1000).strip().removesuffix("...").strip()
 
 
-def parse_value(text: str):
-    """Typed value of a parameter given as text: YAML (0.1 is a float, [0, 1] a list, null is None), exactly as
-    ``python -m erosion_utils run -p key=value`` reads its values."""
-    return yaml.safe_load(text)
-
-
 def _kind(value) -> str | None:
     if isinstance(value, bool):
         return "bool"
@@ -108,6 +104,8 @@ def _kind(value) -> str | None:
         return "number"
     if isinstance(value, (list, tuple)):
         return "list"
+    if isinstance(value, dict):
+        return "mapping"
     if isinstance(value, dict):
         return "mapping"
     return "str" if isinstance(value, str) else None
@@ -142,10 +140,41 @@ def _check_list(name: str, value, item_check) -> list:
     return list(value)
 
 
+def injected_parameters(namespace: dict) -> list[str]:
+    """The names papermill assigned in the cell it injected (its source starts with ``# Parameters``), read from
+    the IPython input history (``_ih``) of a notebook's namespace; [] outside IPython or without injected cell."""
+    names: list[str] = []
+    for source in namespace.get("_ih") or ():
+        if not (isinstance(source, str) and source.lstrip().startswith("# Parameters")):
+            continue
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        names += [t.id for node in tree.body if isinstance(node, (ast.Assign, ast.AnnAssign))
+                  for t in (node.targets if isinstance(node, ast.Assign) else [node.target]) if isinstance(t, ast.Name)]
+    return names
+
+
 def resolve_notebook(experiment: str, namespace: dict) -> Resolved:
     """:func:`resolve` with ``profile`` and every parameter of ``experiment`` read from a notebook's namespace
-    (its ``parameters`` cell), so a parameter declared there can never be left out of the call."""
+    (its ``parameters`` cell), so a parameter declared there can never be left out of the call. A parameter that
+    papermill passed but the notebook does not take (papermill only warns) fails here, listing the known ones."""
+    known = ["profile", *parameter_names(experiment)]
+    check_keys(f"parameters passed to the {experiment} notebook", injected_parameters(namespace), known)
     return resolve(experiment, namespace["profile"], **{k: namespace[k] for k in parameter_names(experiment)})
+
+
+def _check_counts(extras: dict, config: ErosionConfig) -> None:
+    """Probe and image counts no larger than what the configuration's data holds (refused, never clipped)."""
+    train_pc, test_pc = PER_CLASS[config.dataset]
+    train_pc, test_pc = config.train_per_class or train_pc, config.test_per_class or test_pc
+    limits = {"probe_train_per_class": (train_pc, f"the {train_pc} training images per class"),
+              "probe_test_per_class": (test_pc, f"the {test_pc} test images per class"),
+              "n_images": (NUM_CLASSES[config.dataset], f"one per class of {config.dataset}")}
+    for key, (most, what) in limits.items():
+        if key in extras:
+            check_number(f"{key} (at most {what})", extras[key], low=1, high=most)
 
 
 def resolve(experiment: str, profile: str = "cpu", **overrides) -> Resolved:
@@ -166,15 +195,18 @@ def resolve(experiment: str, profile: str = "cpu", **overrides) -> Resolved:
                                       lambda s: check_number("seeds item", s, low=0, integer=True))
         if not extras["seeds"]:
             raise ParameterError("seeds=[] must list at least one seed, e.g. [0, 1, 2]")
+        check_unique("seeds", extras["seeds"])
     for key in ("n_snapshots", "probe_train_per_class", "probe_test_per_class", "probe_epochs", "n_images"):
         if key in extras:
             check_number(key, extras[key], low=2 if key == "n_snapshots" else 1, integer=True)
+    _check_counts(extras, config)
     for key in ("finetune_lrs", "around_lrs"):
         if key in extras:
             extras[key] = _check_list(key, extras[key], lambda v: check_number(f"{key} item", v, low=0,
                                                                                low_inclusive=False))
             if not extras[key]:
                 raise ParameterError(f"{key}=[] must list at least one learning rate, e.g. [0.01, 0.1]")
+            check_unique(key, extras[key])
     if "supplement_profile" in extras:
         check_choice("supplement_profile", extras["supplement_profile"], [None] + [p for p in PROFILES if p != profile])
     CHAPTERS[experiment].validate_extras(extras, config)

@@ -28,11 +28,11 @@ from IPython.display import Markdown, display
 from erosion_utils.experiments import Context, breadth_experiment
 from erosion_utils.experiments.erosion import erosion_runs
 from erosion_utils.experiments.representations import representation_entries
-from erosion_utils.profiles import resolve
+from erosion_utils.profiles import resolve, resolve_notebook
 from erosion_utils.report import analysis, claims, prose
 from erosion_utils.report.pages import glue, missing_table, profile_note, provenance_table, table
 
-resolve("claims", profile)  # validates the profile
+resolve_notebook("claims", globals())  # validates the profile (and refuses parameters the notebook does not take)
 ctx = Context.for_profile(profile)
 ero, bre, rep = resolve("erosion", profile), resolve("breadth", profile), resolve("representations", profile)
 # what is not cached is listed, and its claim is "not tested"

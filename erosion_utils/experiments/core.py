@@ -22,7 +22,7 @@ from ..models import ARCHS, build_model, num_stages
 from ..patterns import PatternSpec, make_codes, patched_mask, stamp, test_views
 from ..train import (SCHEDULES, Constraints, TrainConfig, accuracy, eval_steps, logits, monitor_steps, predict,
                      predict_fused, resolve_device, train, train_until_perfect, with_normalization)
-from ..validation import ParameterError, check_choice, check_number
+from ..validation import MAX_EPOCHS, MAX_EVALS, ParameterError, check_choice, check_number
 
 PROFILES = ("smoke", "cpu", "paper")  # seconds for tests; minutes on a CPU; the paper's scale, for a GPU
 PRETRAIN_FIELDS = ("dataset", "train_per_class", "test_per_class", "arch", "width", "mlp_depth", "mlp_hidden",
@@ -84,10 +84,14 @@ class ErosionConfig:
     pretrain_per_class: int | None = None  # pretrain on a class-balanced subset of this many images per class
 
     def validate(self) -> "ErosionConfig":
+        """Fail before any training on a value outside what the run can take, naming the parameter and the limit:
+        more images per class than the dataset has, more than :data:`~erosion_utils.validation.MAX_EPOCHS` epochs, a
+        batch larger than its training set, more than :data:`~erosion_utils.validation.MAX_EVALS` evaluations."""
         check_choice("dataset", self.dataset, data_mod.DATASETS)
-        for name in ("train_per_class", "test_per_class"):
+        for name, most in zip(("train_per_class", "test_per_class"), data_mod.PER_CLASS[self.dataset]):
             if getattr(self, name) is not None:
                 check_number(name, getattr(self, name), low=1, integer=True)
+                check_number(f"{name} ({self.dataset} has {most} per class)", getattr(self, name), low=1, high=most)
         check_choice("arch", self.arch, ARCHS)
         check_number("width", self.width, low=0, low_inclusive=False)
         check_number("mlp_depth", self.mlp_depth, low=1, integer=True)
@@ -95,9 +99,21 @@ class ErosionConfig:
         self.pretrain_config().validate("pretrain_")
         check_number("pretrain_extra_epochs", self.pretrain_extra_epochs, low=0, integer=True)
         self.finetune_config().validate("finetune_")
+        for name in ("pretrain_epochs", "pretrain_extra_epochs", "finetune_epochs"):
+            check_number(name, getattr(self, name), low=0, low_inclusive=name == "pretrain_extra_epochs",
+                         high=MAX_EPOCHS)
+        n_classes = data_mod.NUM_CLASSES[self.dataset]
+        n_train = (self.train_per_class or data_mod.PER_CLASS[self.dataset][0]) * n_classes
+        sub = self.pretrain_per_class
+        n_pretrain = sub * n_classes if isinstance(sub, int) and 1 <= sub <= n_train // n_classes else n_train
+        check_number(f"pretrain_batch_size (at most the {n_pretrain} pretraining images)", self.pretrain_batch_size,
+                     low=1, high=n_pretrain)
+        check_number(f"finetune_batch_size (at most the {n_train} training images)", self.finetune_batch_size,
+                     low=1, high=n_train)
         check_choice("pretrain_schedule", self.pretrain_schedule, SCHEDULES)
-        self.pattern_spec().validate(32, data_mod.NUM_CLASSES[self.dataset])
+        self.pattern_spec().validate(32, n_classes)
         check_number("n_evals", self.n_evals, low=2, integer=True)
+        check_number("n_evals", self.n_evals, low=2, high=MAX_EVALS)
         check_number("seed", self.seed, low=0, integer=True)
         check_number("pattern_seed", self.pattern_seed, low=0, integer=True)
         check_number("finetune_warmup_epochs", self.finetune_warmup_epochs, low=0, high=self.finetune_epochs,
