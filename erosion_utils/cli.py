@@ -6,13 +6,21 @@ import json
 import sys
 from pathlib import Path
 
-from .validation import ParameterError
+from .validation import ParameterError, check_number
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _book(args) -> int:
     from . import runner
 
-    index = runner.run_all(profile=args.profile)
+    try:
+        index = runner.run_all(profile=args.profile)
+    except runner.BookFailures as err:
+        if err.index is not None:
+            print(f"book built: {err.index} (with the previous pages of the chapters that failed, where they exist)")
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     print(f"book built: {index}")
     return 0
 
@@ -46,16 +54,36 @@ def _params(args) -> int:
     return 0
 
 
+def _folder(option: str, path: str) -> Path:
+    """``path`` as a folder to write into: refused (naming ``option``) when it is a file or cannot be created."""
+    folder = Path(path)
+    if folder.exists() and not folder.is_dir():
+        raise ParameterError(f"{option} {folder} is a file: it must name a folder (new or existing)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ParameterError(f"{option} {folder}: cannot create the folder ({err.strerror or err})") from None
+    return folder
+
+
 def _paper(args) -> int:
-    from .cache import CheckpointCache, ResultCache
+    import torch
+
+    from .cache import CheckpointCache, ResultCache, results_root
     from .executors import make_executor
     from .experiments import Context
     from .paper import run_paper
 
+    check_number("--budget-s", args.budget_s, low=0, low_inclusive=False)
+    if args.device == "cuda" and args.executor != "ray" and not torch.cuda.is_available():
+        raise ParameterError("--device cuda: no CUDA device is available on this machine (torch.cuda.is_available() "
+                             "is False); choose one of ['auto', 'cpu'], or --executor ray for a cluster's GPUs")
     executor = make_executor(args.executor, args.workers, args.address, args.gpus_per_unit, args.max_retries)
-    ctx = Context(device=args.device, results=ResultCache(args.results), checkpoints=CheckpointCache(args.checkpoints),
-                  data_root=args.data)
-    report = run_paper(ctx, args.budget_s, Path(args.out), args.profile, executor=executor)
+    out = _folder("--out", args.out)
+    results = _folder("--results", args.results or str(results_root(args.profile)))
+    ctx = Context(device=args.device, results=ResultCache(results),
+                  checkpoints=CheckpointCache(_folder("--checkpoints", args.checkpoints)), data_root=args.data)
+    report = run_paper(ctx, args.budget_s, out, args.profile, executor=executor)
     count = {s: sum(u["status"] == s for u in report["units"]) for s in ("done", "failed", "skipped")}
     cached = sum(bool(u.get("cached")) for u in report["units"])
     print(f"paper run ({args.executor}): {count['done'] - cached} computed, {cached} cached, {count['skipped']} "
@@ -71,7 +99,7 @@ def _bench(args) -> int:
     from .train import resolve_device
 
     if args.cpu_profile:
-        out = Path(args.json) if args.json else Path(__file__).resolve().parents[1] / "results" / "bench_cpu.json"
+        out = Path(args.json) if args.json else REPO / "results" / "bench_cpu.json"
         if out.exists() and not args.overwrite:
             raise ParameterError(f"{out} exists (a committed result is never overwritten): pass --json PATH, or "
                                  f"--overwrite")
@@ -85,10 +113,13 @@ def _bench(args) -> int:
     if out is None:  # the committed GPU measurement is never overwritten by a CPU run or by accident
         if dev.type != "cuda":
             raise ParameterError("bench on a CPU writes no file under results/: pass --json PATH to keep the result")
-        out = Path(__file__).resolve().parents[1] / "results" / "bench.json"
+        out = REPO / "results" / "bench.json"
     if out.exists() and not args.overwrite:
         raise ParameterError(f"{out} exists (a committed result is never overwritten): pass --json PATH, or "
                              f"--overwrite")
+    check_number("--images", args.images, low=1, integer=True)
+    for b in args.batch_sizes:
+        check_number(f"--batch-sizes item (at most --images {args.images})", b, low=1, high=args.images, integer=True)
     n_workers = default_workers(args.device) if args.workers is None else args.workers
     data = load_dataset(args.dataset, args.data)
     result = run_bench(data, args.arch, args.width, args.images, tuple(args.batch_sizes), args.device,
@@ -119,8 +150,9 @@ def parser() -> argparse.ArgumentParser:
     g = sub.add_parser("paper", help="paper-scale compute (GPU) into the results cache, within a time budget")
     g.add_argument("--budget-s", type=float, default=520.0)
     g.add_argument("--out", default="paper-out", help="folder for results.tar.gz and paper_run.json")
-    g.add_argument("--results", default=str(Path(__file__).resolve().parents[1] / "results"))
-    g.add_argument("--checkpoints", default=str(Path(__file__).resolve().parents[1] / ".cache" / "checkpoints"))
+    g.add_argument("--results", default=None,
+                   help="results folder (default: results/; for --profile smoke the ignored .cache/smoke-results/)")
+    g.add_argument("--checkpoints", default=str(REPO / ".cache" / "checkpoints"))
     g.add_argument("--data", default=None, help="dataset folder (default: $EROSION_DATA, then the usual places)")
     g.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     g.add_argument("--profile", default="paper", choices=["smoke", "cpu", "paper"])
@@ -131,7 +163,8 @@ def parser() -> argparse.ArgumentParser:
     g.add_argument("--address", default=None, help="Ray cluster address (default: $RAY_ADDRESS, else a local Ray)")
     g.add_argument("--gpus-per-unit", type=float, default=None,
                    help="GPUs per Ray task (0.25: four units share a GPU; default 1; CPU-only clusters use CPUs)")
-    g.add_argument("--max-retries", type=int, default=2, help="Ray: retries of a unit after a lost worker or an error")
+    g.add_argument("--max-retries", type=int, default=2,
+                   help="retries of a unit whose worker process was lost (workers, ray) or that raised (ray)")
     g.set_defaults(func=_paper)
     n = sub.add_parser("bench", help="training throughput: DataLoader loop, our eager and graphed loops, N workers")
     n.add_argument("--arch", default="resnet18")

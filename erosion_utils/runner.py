@@ -2,7 +2,9 @@
 
 Notebooks live in ``notebooks/NN_name.py`` (jupytext percent format, one cell tagged ``parameters``); each calls
 ``resolve_notebook("<experiment>", globals())`` (or ``resolve``), which the runner also calls to validate
-parameters before execution.
+parameters before execution. A notebook is named by its stem (``01_erosion``, or ``01_erosion.py``), never by a path;
+every file the runner writes is checked, after resolving, to lie in the book's output folders, and a page is
+replaced only by a complete one (executed into a unique temporary file, then renamed).
 """
 from __future__ import annotations
 
@@ -12,12 +14,14 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
+import traceback
 from pathlib import Path
 
 import yaml
 
 from .profiles import defaults, resolve
-from .validation import ParameterError, check_choice, check_keys
+from .validation import ParameterError, check_choice, check_keys, load_params_file, parse_value
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -30,10 +34,24 @@ def notebook_names(notebook_dir: Path = NOTEBOOKS) -> list[str]:
     return sorted(p.stem for p in notebook_dir.glob("[0-9][0-9]_*.py"))
 
 
+def notebook_name(name: str, notebook_dir: Path = NOTEBOOKS) -> str:
+    """The notebook ``name`` names: one of :func:`notebook_names`, given as is or with ``.py``; anything else (a
+    path, another suffix) fails, listing the notebooks."""
+    stem = name[:-3] if isinstance(name, str) and name.endswith(".py") else name
+    return check_choice("notebook", stem, notebook_names(notebook_dir))
+
+
 def notebook_path(name: str, notebook_dir: Path = NOTEBOOKS) -> Path:
-    name = Path(name).stem
-    check_choice("notebook", name, notebook_names(notebook_dir))
-    return notebook_dir / f"{name}.py"
+    return notebook_dir / f"{notebook_name(name, notebook_dir)}.py"
+
+
+def output_path(book_root: Path, *parts: str) -> Path:
+    """``<book_root>/book/executed/<parts>``, resolved, after checking that it lies inside that folder."""
+    folder = (Path(book_root) / EXECUTED).resolve()
+    path = folder.joinpath(*parts).resolve()
+    if folder not in path.parents:
+        raise ParameterError(f"refusing to write {path}: outside the book's output folder {folder}")
+    return path
 
 
 def _parameters_source(path: Path) -> str:
@@ -64,11 +82,6 @@ def notebook_experiment(name: str) -> str:
     return match.group(1)
 
 
-def parse_value(text: str):
-    """Typed value of a ``-p key=value`` string: YAML, so 0.1 is a float, [0, 1] a list, null is None."""
-    return yaml.safe_load(text)
-
-
 def parse_assignments(pairs: list[str]) -> dict:
     out = {}
     for pair in pairs:
@@ -84,12 +97,15 @@ def parse_assignments(pairs: list[str]) -> dict:
 
 
 def params_file(name: str, params_dir: Path = PARAMS) -> dict:
-    path = params_dir / f"{name}.yaml"
-    return (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    """The parameters ``make book`` passes to notebook ``name`` (``params/<name>.yaml``, a mapping; {} without one)."""
+    path = params_dir / f"{notebook_name(name)}.yaml"
+    return load_params_file(path) if path.is_file() else {}
 
 
 def validate(name: str, params: dict) -> dict:
     """Fail before execution on an unknown notebook, an unknown parameter or an invalid value."""
+    if not isinstance(params, dict):
+        raise ParameterError(f"parameters for notebook {name} must be a mapping, not {type(params).__name__}")
     known = notebook_parameters(name)
     check_keys(f"parameters for notebook {name}", params, known)
     merged = {**known, **params}
@@ -119,21 +135,39 @@ def _ipynb(name: str, dest: Path) -> Path:
 def execute(name: str, params: dict, book_root: Path = REPO) -> Path:
     """Validate, convert and execute ``name`` with papermill into ``<book_root>/book/executed/<name>.ipynb``.
 
-    The executed notebook is written only when execution succeeds: a failing notebook leaves no page behind."""
+    The notebook is executed into a temporary file of its own (``book/executed/.work/``, which the book ignores) and
+    renamed over the page only when execution succeeds: a failing run keeps the previous page, and two runs of one
+    notebook never publish each other's half-written file."""
     import papermill
 
+    name = notebook_name(name)
     params = validate(name, params)
-    out = Path(book_root) / EXECUTED / f"{name}.ipynb"
-    work = out.parent / ".work"
-    src = _ipynb(name, work / f"{name}.src.ipynb")
-    tmp = work / f"{name}.ipynb"
-    if out.exists():
-        out.unlink()
-    papermill.execute_notebook(str(src), str(tmp), parameters=params, kernel_name="python3", cwd=str(REPO),
-                               progress_bar=False)
-    _collapse_injected_parameters(tmp)
-    os.replace(tmp, out)
+    out = output_path(book_root, f"{name}.ipynb")
+    work = output_path(book_root, ".work")
+    work.mkdir(parents=True, exist_ok=True)
+    temps = [_temp_file(work, f"{name}.src."), _temp_file(work, f"{name}.")]
+    src, tmp = temps
+    try:
+        _ipynb(name, src)
+        papermill.execute_notebook(str(src), str(tmp), parameters=params, kernel_name="python3", cwd=str(REPO),
+                                   progress_bar=False)
+        _collapse_injected_parameters(tmp)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, out)
+    finally:
+        for path in temps:
+            path.unlink(missing_ok=True)
     return out
+
+
+def _temp_file(folder: Path, prefix: str) -> Path:
+    """A new, empty file in ``folder`` (checked to lie in the output folder) that no other run uses."""
+    fd, path = tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".ipynb")
+    os.close(fd)
+    path = Path(path).resolve()
+    if folder.resolve() not in path.parents:
+        raise ParameterError(f"refusing to write {path}: outside {folder}")
+    return path
 
 
 def _collapse_injected_parameters(path: Path) -> None:
@@ -172,14 +206,45 @@ def build(book_root: Path = REPO) -> Path:
     return Path(book_root) / "_build" / "html" / "index.html"
 
 
+class BookFailures(RuntimeError):
+    """Some chapters (or the build) failed; the others were executed and the book was built from what exists."""
+
+    def __init__(self, failures: dict[str, str], index: Path | None):
+        self.failures, self.index = failures, index
+        lines = "\n".join(f"  {name}: {why}" for name, why in failures.items())
+        super().__init__(f"{len(failures)} of the book's steps failed (the others completed):\n{lines}")
+
+
+def _failure_line(err: BaseException) -> str:
+    """One line saying why a chapter failed: papermill's cell and error, or the exception."""
+    if hasattr(err, "ename") and hasattr(err, "evalue"):  # papermill.PapermillExecutionError
+        return f"notebook failed in cell {getattr(err, 'exec_count', '?')}: {err.ename}: {err.evalue}"
+    return f"{type(err).__name__}: {err}".splitlines()[0][:500]
+
+
 def run_all(overrides: dict[str, dict] | None = None, profile: str | None = None, book_root: Path = REPO,
             names: list[str] | None = None) -> Path:
-    """Execute every notebook with ``params/<name>.yaml`` (plus overrides), then build the book."""
+    """Execute every notebook with ``params/<name>.yaml`` (plus overrides), then build the book. A chapter that fails
+    does not stop the others (its previous page, if any, stays); at the end :class:`BookFailures` lists what failed."""
     overrides = overrides or {}
+    failures: dict[str, str] = {}
     for name in names or notebook_names():
-        params = {**params_file(name), **overrides.get(name, {})}
-        if profile:
-            params["profile"] = profile
-        print(f"== executing {name} with {params}", flush=True)
-        execute(name, params, book_root)
-    return build(book_root)
+        try:
+            params = {**params_file(name), **overrides.get(name, {})}
+            if profile:
+                params["profile"] = profile
+            print(f"== executing {name} with {params}", flush=True)
+            execute(name, params, book_root)
+        except Exception as err:  # noqa: BLE001 -- reported at the end; the other chapters go on
+            failures[name] = _failure_line(err)
+            print(f"== {name} failed: {failures[name]}", file=sys.stderr, flush=True)
+            if not isinstance(err, ParameterError) and not hasattr(err, "ename"):
+                traceback.print_exc()
+    try:
+        index = build(book_root)
+    except subprocess.CalledProcessError as err:
+        failures["build"] = f"jupyter-book exited with status {err.returncode}"
+        index = None
+    if failures:
+        raise BookFailures(failures, index)
+    return index
