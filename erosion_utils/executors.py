@@ -5,7 +5,8 @@ description plus the module-level experiment function that computes and caches i
 ``fn(*args, ctx=ctx, **kwargs)``, or ``fn(ctx, *args, **kwargs)`` when ``fn``'s first parameter is named ``ctx``.
 Stage-0 units are pretrainings (they produce a checkpoint); a stage-1 unit lists the pretrainings it ``needs``, which always run first, once.
 Before anything runs, every unit is dry-run against the cache with computing switched off: cached units are
-reported as such and never recomputed, so a rerun resumes. A failing unit is reported; the others go on.
+reported as such and never recomputed, so a rerun resumes. A failing unit is reported; the others go on. A checkpoint
+is checked by the safe loader before it is used or shipped; a corrupt one is moved aside and recomputed.
 
 Only torch, tqdm and the standard library are imported here; Ray is imported when the Ray executor is used.
 """
@@ -240,12 +241,15 @@ def _device_name(device: str) -> str:
 class WorkerExecutor:
     """``n`` worker processes (spawned) sharing this machine's GPU and its local caches: a pretraining runs once,
     before the units that need it; results and checkpoints are written atomically by the worker that computed them.
-    A unit is started only if its estimated time fits in what is left of the budget."""
+    A unit is started only if its estimated time fits in what is left of the budget. Each worker process is a pool of
+    its own, so a process that dies (killed, out of memory) loses only the unit it ran: that unit is retried in a
+    fresh process up to ``max_retries`` times, and the units running beside it go on."""
 
-    def __init__(self, n: int | None = None):
+    def __init__(self, n: int | None = None, max_retries: int = 2):
         if n is not None:
             check_number("workers", n, low=1, integer=True)
-        self.n = n
+        check_number("max_retries", max_retries, low=0, integer=True)
+        self.n, self.max_retries = n, max_retries
 
     def run(self, units: list[Unit], spec: ContextSpec, budget_s: float = math.inf,
             on_done: Callable[[UnitReport], None] | None = None) -> list[UnitReport]:
@@ -258,7 +262,9 @@ class WorkerExecutor:
         threads = max(1, (os.cpu_count() or 1) // n)
         start, estimate = time.perf_counter(), _Estimates()
         waiting = list(todo)
-        running: dict[cf.Future, Unit] = {}
+        running: dict[cf.Future, tuple[Unit, int]] = {}  # future -> (unit, the slot whose process runs it)
+        slots: list[cf.ProcessPoolExecutor | None] = [None] * n  # one single-process pool per slot, made when used
+        lost: dict[str, int] = {}  # unit name -> worker processes that died running it
         bar = _bar(len(todo), f"units ({n} workers)")
 
         def finish(rep: UnitReport) -> None:
@@ -269,11 +275,13 @@ class WorkerExecutor:
             if on_done:
                 on_done(rep)
 
-        def new_pool() -> cf.ProcessPoolExecutor:
-            return cf.ProcessPoolExecutor(n, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                          initargs=(spec, threads))
+        def submit(unit: Unit) -> None:
+            slot = next(i for i in range(n) if i not in {s for _, s in running.values()})
+            if slots[slot] is None:
+                slots[slot] = cf.ProcessPoolExecutor(1, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                                     initargs=(spec, threads))
+            running[slots[slot].submit(_run_in_worker, unit)] = (unit, slot)
 
-        pool = new_pool()
         interrupted = False
         try:
             while waiting or running:
@@ -293,7 +301,7 @@ class WorkerExecutor:
                         finish(UnitReport(unit.name, unit.kind, "skipped",
                                           error=f"estimate {estimate(unit.kind):.0f}s exceeds the budget"))
                     else:
-                        running[pool.submit(_run_in_worker, unit)] = unit
+                        submit(unit)
                 if not running:
                     if waiting and len(running) == started:
                         for unit in waiting:  # cannot happen with a consistent plan; never spin
@@ -301,27 +309,30 @@ class WorkerExecutor:
                         waiting.clear()
                     continue
                 done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-                broken = False
                 for fut in done:
-                    unit = running.pop(fut)
+                    unit, slot = running.pop(fut)
                     try:
                         finish(fut.result())
-                    except Exception as err:  # the worker process died (killed, out of memory, os._exit)
-                        broken = True
-                        finish(UnitReport(unit.name, unit.kind, "failed", error=f"worker process died: {err!r}"))
-                if broken:  # a dead worker breaks the whole pool: report what it held, start a new one
-                    for fut, unit in list(running.items()):
-                        finish(UnitReport(unit.name, unit.kind, "failed", error="worker pool broken by a dead worker"))
-                    running.clear()
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    pool = new_pool()
+                    except Exception as err:  # its worker process died (killed, out of memory, os._exit)
+                        slots[slot].shutdown(wait=False, cancel_futures=True)
+                        slots[slot] = None  # only this slot: the units in the other processes go on
+                        lost[unit.name] = lost.get(unit.name, 0) + 1
+                        if lost[unit.name] <= self.max_retries:
+                            waiting.insert(0, unit)  # retried first, in a fresh process
+                        else:
+                            finish(UnitReport(unit.name, unit.kind, "failed",
+                                              error=f"worker process died ({lost[unit.name]} times, "
+                                                    f"max_retries={self.max_retries}): {err!r}"))
         except KeyboardInterrupt:
             interrupted = True
-            for proc in list((getattr(pool, "_processes", None) or {}).values()):
-                proc.terminate()
+            for pool in slots:
+                for proc in list((getattr(pool, "_processes", None) or {}).values()):
+                    proc.terminate()
             _mark_cancelled(todo, reports)
         finally:
-            pool.shutdown(wait=not interrupted, cancel_futures=True)
+            for pool in slots:
+                if pool is not None:
+                    pool.shutdown(wait=not interrupted, cancel_futures=True)
             bar.close()
         return _ordered(units, reports)
 
@@ -403,7 +414,7 @@ class RayExecutor:
 
         for unit in todo:
             if unit.stage == 0:
-                local = ctx.checkpoints.read_bytes(*unit.checkpoint)
+                local = ctx.checkpoints.verified_bytes(*unit.checkpoint)  # a corrupt file is moved aside: retrained
                 if local is not None:  # the driver has it already: ship it, train nothing
                     ckpt_refs[unit.name] = ray.put(local)
                     finish(UnitReport(unit.name, unit.kind, "done", cached=True))
@@ -469,5 +480,5 @@ def make_executor(name: str, workers: int | None = None, address: str | None = N
     if name == "local":
         return LocalExecutor()
     if name == "workers":
-        return WorkerExecutor(workers)
+        return WorkerExecutor(workers, max_retries)
     return RayExecutor(address, gpus_per_unit, max_retries=max_retries)

@@ -199,10 +199,11 @@ def _smoke_units() -> list[Unit]:
 
 @pytest.fixture(scope="module")
 def in_process(cifar10_slice_npz, tmp_path_factory):
-    """The smoke sweep in this process, on one thread (as each worker below runs), for the reference cache."""
+    """The smoke sweep in this process, for the reference cache, with this process set to two torch threads (the
+    workers below run one each): the results must not depend on the executor or its threads (issue 21)."""
     tmp = tmp_path_factory.mktemp("in_process")
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+    torch.set_num_threads(2)
     try:
         reports = LocalExecutor().run(_smoke_units(), _spec(tmp, "local", str(cifar10_slice_npz)))
     finally:
@@ -224,7 +225,8 @@ def test_worker_processes_give_the_in_process_cache(in_process, cifar10_slice_np
 
 def test_a_dead_worker_process_is_reported_and_the_rest_go_on(tmp_path):
     dies = Unit("dies", "finetune", toy_dies_once, (str(tmp_path / "marker"),))
-    reports = {r.name: r for r in WorkerExecutor(1).run([dies] + _toy_units(tmp_path), _spec(tmp_path, "w"))}
+    reports = {r.name: r for r in WorkerExecutor(1, max_retries=0).run([dies] + _toy_units(tmp_path),
+                                                                       _spec(tmp_path, "w"))}
     assert reports["dies"].status == "failed" and "died" in reports["dies"].error
     assert all(r.status == "done" for n, r in reports.items() if n != "dies")
     assert len(list((tmp_path / "w" / "results" / "toy_ft").glob("*.json"))) == 4

@@ -68,8 +68,8 @@ class ContextSpec:
 
 def is_cached(unit: Unit, ctx) -> bool:
     """Dry run with computing off: True when every result ``unit`` writes is already cached."""
-    if unit.checkpoint is not None:
-        return ctx.checkpoints.path(*unit.checkpoint).is_file()
+    if unit.checkpoint is not None:  # a checkpoint that does not load safely is moved aside: not cached
+        return ctx.checkpoints.verified_bytes(*unit.checkpoint) is not None
     try:
         unit.run(replace(ctx, compute=False))
         return True
