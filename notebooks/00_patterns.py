@@ -45,18 +45,22 @@ n_images: "Optional[int]" = None  # example images shown; None: the profile's va
 # %% tags=["hide-input"]
 import time
 
+import pandas as pd
+
 from IPython.display import Markdown, display
 
 from erosion_utils.data import CLASS_NAMES, balanced_indices, load_dataset
 from erosion_utils.patterns import KINDS, PatternSpec, make_codes, mismatched_labels, stamp
-from erosion_utils.profiles import resolve_notebook
+from erosion_utils.profiles import parameter_names, resolve_notebook
 from erosion_utils.report import plots
-from erosion_utils.report.pages import execution_provenance, figure, fold, parameters_table, profile_note, table
-from erosion_utils.report.words import plural
+from erosion_utils.report.pages import (execution_provenance, figure, fold, given_parameters, parameters_table,
+                                        profile_note, rerun_box, table)
+from erosion_utils.report.words import SCALE_WORDS, dataset_name, plural
 
 started = time.perf_counter()
 plots.setup()
 run = resolve_notebook("patterns", globals())
+given = given_parameters(globals(), parameter_names("patterns"))  # for the rerun box
 cfg = run.config
 data = load_dataset(cfg.dataset)
 idx = balanced_indices(data.y_test, 1, cfg.seed)[: run.extras["n_images"]]
@@ -68,7 +72,7 @@ for kind in KINDS:
     codes = make_codes(PatternSpec(kind, cfg.pattern_size, cfg.corner, 1.0, cfg.pattern_seed), data.num_classes)
     rows[f"{kind} (matched)"] = stamp(x, y, codes)
     rows[f"{kind} (mismatched)"] = stamp(x, other, codes)
-display(Markdown(profile_note(profile)))
+display(Markdown(profile_note(profile, "The examples on this page")))
 
 # %% tags=["remove-input"]
 corner = cfg.corner.replace("_", "-")
@@ -76,11 +80,19 @@ display(figure("fig_patterns", plots.pattern_gallery(rows, [f"{names[int(a)]}\n(
                                                             for a, b in zip(y, other)]),
                f"Test images in columns ({plural(len(idx), 'image')}; title: the true class and the class of the "
                f"mismatched pattern) shown clean and with each pattern kind, matched and mismatched. Pattern size "
-               f"*k* = {cfg.pattern_size}, corner: {corner}. Profile: {profile}.", "fig-patterns"))
-display(Markdown(f"The dataset has {plural(data.num_classes, 'class', 'classes')} and was read from "
-                 f"`{data.source}`. The position code places a *k*×*k* mark in a *g*×*g* grid with *g* = ⌈√*K*⌉ for "
-                 f"*K* classes, so it occupies a larger corner region (*gk* pixels wide) than the other two kinds."))
+               f"*k* = {cfg.pattern_size}, corner: {corner} ({SCALE_WORDS[profile]}).", "fig-patterns"))
+display(Markdown(f"The images come from the {dataset_name(cfg.dataset)} test set "
+                 f"({plural(data.num_classes, 'class', 'classes')}). The position code places a *k*×*k* mark in a "
+                 f"*g*×*g* grid with *g* = ⌈√*K*⌉ for *K* classes, so it occupies a larger corner region (*gk* pixels "
+                 f"wide) than the other two kinds."))
+
+# %% [markdown]
+# ## Rerun, parameters and provenance
 
 # %% tags=["remove-input"]
+display(rerun_box("00_patterns", profile, given, trains=False,
+                  note="it stamps the patterns into a few test images, in seconds on a CPU."))
 display(parameters_table(run))
-display(fold(table(execution_provenance(cfg.seed, started)), "Provenance of this page's execution"))
+prov = execution_provenance(cfg.seed, started)
+display(fold(table(pd.concat([prov, pd.DataFrame([{"parameter": "data source", "value": data.source}])])),
+             "Provenance of this page's execution"))

@@ -24,9 +24,9 @@
 # - **mismatched accuracy**: each test image carries another class's pattern, scored against the true label;
 # - **follow rate**: on those mismatched images, how often the prediction is the pattern's class.
 #
-# The paper does not give the fine-tuning learning rate, so the chapter takes a list of rates (`finetune_lrs`). The
-# profiles' default is 0.01, a typical fine-tuning rate, and 0.1, close to the pretraining peak rate (0.2):
-# "training simply continues" at a rate of the original order.
+# The paper does not give the fine-tuning learning rate, so the chapter takes a list of rates. By default it runs
+# 0.01, a typical fine-tuning rate, and 0.1, close to the pretraining peak rate (0.2): "training simply continues" at
+# a rate of the original order.
 
 # %% tags=["parameters", "remove-cell"]
 # papermill parameters; None: the profile's value (python -m erosion_utils params 01_erosion --profile cpu)
@@ -59,14 +59,15 @@ from IPython.display import Markdown, display
 
 from erosion_utils.experiments import Context
 from erosion_utils.experiments.erosion import erosion_runs
-from erosion_utils.profiles import resolve_notebook
+from erosion_utils.profiles import parameter_names, resolve, resolve_notebook
 from erosion_utils.report import analysis, plots, prose
-from erosion_utils.report.pages import (compute_note, figure, glue, missing_table, parameters_table, profile_note,
-                                        provenance_table, table)
-from erosion_utils.report.words import plural
+from erosion_utils.report.pages import (compute_note, figure, given_parameters, glue, missing_table, parameters_table,
+                                        profile_note, provenance_table, rerun_box, table)
+from erosion_utils.report.words import SCALE_WORDS, plural
 
 plots.setup()
 run = resolve_notebook("erosion", globals())
+given = given_parameters(globals(), parameter_names("erosion"))  # for the rerun box
 lrs, seeds = sorted(run.extras["finetune_lrs"]), run.extras["seeds"]
 # what is not cached is listed, never a crash
 runs, missing = erosion_runs(run.config, run.extras, Context.for_profile(profile))
@@ -81,11 +82,14 @@ display(Markdown(f"{profile_note(profile)} {compute_note(used)} {prose.rates_sen
 display(missing_table(missing, profile))
 
 # %% tags=["remove-input"]
-line = "Line: the one seed's run." if len(seeds) == 1 else f"Line: mean over {len(seeds)} seeds; band: range over seeds."
+scale = SCALE_WORDS[profile]
+line = "Lines: the one seed's run." if len(seeds) == 1 else f"Lines: mean over {len(seeds)} seeds; bands: range over seeds."
 panels = f"at fine-tuning learning rate {lrs[0]:g}" if len(lrs) == 1 else "one panel per fine-tuning learning rate"
+styles = ("pattern run: vermillion, a narrow line with a dot at each evaluation; control: blue, a wide translucent "
+          "line, so that the pattern run stays visible where the two coincide")
 display(figure("fig_erosion", plots.erosion_headline(traj),
-               "Clean test accuracy over fine-tuning steps (log-scaled after step 1) for the pattern run (red) and the "
-               f"clean control (blue), both from the same pretrained weights; {panels}. {line} Profile: {profile}.",
+               "Clean test accuracy over fine-tuning steps (log-scaled after step 1) for the pattern run and the clean "
+               f"control, both from the same pretrained weights ({styles}); {panels}. {line} {scale.capitalize()}.",
                "fig-erosion"))
 display(Markdown(prose.erosion_paragraphs(stats) if stats else "No rate has results: see the missing results above."))
 
@@ -99,9 +103,10 @@ display(Markdown(prose.erosion_paragraphs(stats) if stats else "No rate has resu
 # %% tags=["remove-input"]
 display(figure("fig_metrics", plots.erosion_metrics(traj),
                "Matched accuracy, follow rate (mismatched images classified as the pattern's class), mismatched "
-               "accuracy (true label) and training loss over fine-tuning steps, pattern run (red) against control "
-               f"(blue); {panels if len(lrs) == 1 else 'one row per metric, one panel per learning rate'}. {line} "
-               f"Profile: {profile}.", "fig-metrics"))
+               "accuracy (true label) and training loss over fine-tuning steps, pattern run (vermillion) against "
+               f"control (blue), drawn as in the figure above; "
+               f"{panels if len(lrs) == 1 else 'one row per metric, one panel per learning rate'}. {line} "
+               f"{scale.capitalize()}.", "fig-metrics"))
 
 # %% [markdown]
 # ## Pretraining
@@ -117,13 +122,22 @@ display(figure("fig_seeds", plots.seed_bars(summary),
                "Final clean test accuracy of the pattern run and its control, "
                + (f"at fine-tuning learning rate {lrs[0]:g}; " if len(lrs) == 1 else "per fine-tuning learning rate; ")
                + ("bar and dot: the one seed." if len(seeds) == 1 else "bars are means, dots are seeds.")
-               + f" Profile: {profile}.", "fig-erosion-seeds"))
-display(table(summary, ["finetune_lr", "seed", "clean_start", "clean_pattern", "clean_control", "erosion",
-                        "follow_pattern", "matched_pattern", "steps_to_erosion"]))
+               + f" {scale.capitalize()}.", "fig-erosion-seeds"))
+display(table(summary.assign(half_drop=analysis.half_drop_interval(summary)),
+              {"finetune_lr": "lr", "seed": "seed", "clean_start": "clean acc., start",
+               "clean_pattern": "clean acc., pattern run", "clean_control": "clean acc., control", "erosion": "erosion",
+               "follow_pattern": "follow rate", "half_drop": "half the drop, between steps"}))
+display(Markdown("The last column places the moment at which the pattern run had lost half of its eventual drop in "
+                 "clean accuracy between two evaluations: the evaluations are log-spaced, so that is all the run "
+                 "resolves (\"no drop\": it lost less than 0.05)."))
 
 # %% [markdown]
-# ## Parameters and provenance
+# ## Rerun, parameters and provenance
 
 # %% tags=["remove-input"]
+cpu = run if profile == "cpu" else resolve("erosion", "cpu", **given)
+cpu_runs, cpu_missing = erosion_runs(cpu.config, cpu.extras, Context(compute=False))  # cached results only
+display(rerun_box("01_erosion", profile, given, [r[k] for r in cpu_runs for k in ("pretrain", "pattern", "control")],
+                  sum(bool(v) for v in cpu_missing.values()), used))
 display(parameters_table(run))
 display(provenance_table(used))

@@ -15,9 +15,9 @@
 # # Breadth
 #
 # How broad is the phenomenon? Around a base setting, the chapter changes one factor at a time (the architecture,
-# the pattern kind, the pattern size *k*, the fraction *p* of patched training images, the dataset) around each
-# fine-tuning learning rate in `around_lrs`, and it can run a grid of fine-tuning learning rate x weight decay for
-# the base setting; the first paragraph below says what this page ran. Each setting is one seed and a shorter
+# the pattern kind, the pattern size *k*, the share *p* of patched training images, the dataset) at each of a few
+# fine-tuning learning rates, and it can run a grid of fine-tuning learning rate × weight decay for the base
+# setting; the first paragraph below says what this page ran. Each setting is one seed and a shorter
 # fine-tuning run than in {ref}`erosion`; controls (clean fine-tuning) are shared by settings that differ only in
 # the pattern.
 #
@@ -62,14 +62,28 @@ erase_corners: "Optional[float]" = None  # mitigation: probability of erasing a 
 from IPython.display import Markdown, display
 
 from erosion_utils.experiments import Context, breadth_experiment
-from erosion_utils.profiles import resolve, resolve_notebook
+from erosion_utils.profiles import parameter_names, resolve, resolve_notebook
 from erosion_utils.report import analysis, plots, prose
 from erosion_utils.report.claims import EROSION_THRESHOLD
-from erosion_utils.report.pages import (compute_note, figure, missing_table, parameters_table, profile_note,
-                                        provenance_table, table)
+from erosion_utils.report.pages import (compute_note, figure, fold, given_parameters, missing_table, parameters_table,
+                                        profile_note, provenance_table, rerun_box, table)
+from erosion_utils.report.words import SCALE_WORDS, plural
+
+
+def settings_table(frame):
+    """Every setting, one row per setting and rate, "no result" where it is missing; folded (it is long)."""
+    shown = frame.assign(erosion=[("no result" if m else e) for m, e in zip(frame.missing, frame.erosion)])
+    body = table(shown, {"setting": "setting", "finetune_lr": "lr", "erosion": "erosion",
+                         "follow_pattern": "follow rate", "clean_start": "clean acc., start",
+                         "clean_pattern": "clean acc., pattern run",
+                         "clean_control": "clean acc., control"}, names_column=True)
+    done = int((~frame.missing).sum())
+    return fold(body, f"All {plural(len(frame), 'setting')} ({done} with results"
+                + (f", {len(frame) - done} missing)" if done < len(frame) else ")"))
 
 plots.setup()
 run = resolve_notebook("breadth", globals())
+given = given_parameters(globals(), parameter_names("breadth"))  # for the rerun box
 rows = breadth_experiment(run.config, run.sweeps(), Context.for_profile(profile), run.extras["around_lrs"])
 frame = analysis.breadth_frame(rows)  # settings without a cached result are rows marked missing
 used = [r[k] for r in rows if not r.get("missing") for k in ("pattern", "control")]
@@ -79,32 +93,26 @@ display(Markdown(prose.breadth_results(frame, EROSION_THRESHOLD)))
 display(missing_table({f"breadth: {label}": "not cached" for label in frame[frame.missing].label}, profile))
 
 # %% tags=["remove-input"]
-display(figure("fig_breadth", plots.breadth_summary(frame),
-               "Erosion (left) and follow rate (right) per setting: the base setting, and each factor changed from it "
-               "(`k`: pattern size, `p`: fraction of patched images, `wd`: fine-tuning weight decay). Colour: "
-               "fine-tuning learning rate; a missing bar means no result (see the table below). One seed per setting. "
-               f"Profile: {profile}.", "fig-breadth"))
+scale = SCALE_WORDS[profile]
+BREADTH_CAPTION = ("Erosion (left) and follow rate (right) per setting: the base setting, and each factor changed from "
+                   "it (*k*: pattern size, *p*: share of patched images; \"(grid)\": a cell of the learning rate × "
+                   "weight decay grid whose other cells are the base setting). Colour and marker: fine-tuning learning "
+                   "rate; \"no result\" marks a setting and rate that was not computed. The axes include negative "
+                   "values (the control ending below the pattern run). One seed per setting.")
+display(figure("fig_breadth", plots.breadth_summary(frame), f"{BREADTH_CAPTION} {scale.capitalize()}.",
+               "fig-breadth"))
 display(figure("fig_grid", plots.lr_wd_heatmaps(frame),
-               "Erosion (left) and follow rate (right) over the fine-tuning learning rate x weight decay grid, for the "
-               f"base architecture and pattern; an empty cell has no result. Profile: {profile}.", "fig-breadth-grid"))
+               "Erosion (left) and follow rate (right) over the fine-tuning learning rate × weight decay grid, for the "
+               "base architecture and pattern; \"missing\" marks a cell without a result. One seed per cell. "
+               f"{scale.capitalize()}.", "fig-breadth-grid"))
 
 # %% [markdown]
 # ## All settings
 #
-# A setting marked *missing* has no cached result and was not computed on this machine (the paper profile computes
-# only on a GPU). Missing settings are listed, not hidden.
+# A setting without a result at this scale says "no result": it is listed, not hidden.
 
 # %% tags=["remove-input"]
-cols = ["finetune_lr", "setting", "missing", "clean_start", "clean_pattern", "clean_control", "erosion",
-        "follow_pattern", "matched_pattern", "steps_to_erosion"]
-display(table(frame, cols))
-
-# %% [markdown]
-# ## Parameters and provenance
-
-# %% tags=["remove-input"]
-display(parameters_table(run))
-display(provenance_table(used))
+display(settings_table(frame))
 
 # %% [markdown]
 # ## Supplement: every setting at a smaller scale
@@ -116,19 +124,31 @@ if run.extras["supplement_profile"]:
     sup_rows = breadth_experiment(sup.config, sup.sweeps(), Context(compute=False), sup.extras["around_lrs"])
     sup_frame = analysis.breadth_frame(sup_rows)
     sup_used = [r[k] for r in sup_rows if not r.get("missing") for k in ("pattern", "control")]
-    display(Markdown(f"The settings the {profile} profile could not compute are missing above. The supplement runs the "
-                     f"same design, every setting it can, at the smaller `{sup.profile}` profile (its own parameters "
-                     "and provenance follow). It is a different experiment from the one above, not a stand-in for its "
-                     "missing settings, and the claims chapter does not use it. "
+    display(Markdown(f"The settings the {scale} could not compute are missing above. The supplement runs the "
+                     f"same design, every setting it can, at the smaller {SCALE_WORDS[sup.profile]} (its own "
+                     "parameters and provenance follow). It is a different experiment from the one above, not a "
+                     "stand-in for its missing settings, and the claims chapter does not use it. "
                      f"{profile_note(sup.profile, 'Every number and figure of this supplement')} "
                      f"{compute_note(sup_used)} {prose.breadth_results(sup_frame, EROSION_THRESHOLD)}"))
     display(missing_table({f"supplement: {label}": "not cached" for label in sup_frame[sup_frame.missing].label},
                           sup.profile))
     display(figure("fig_breadth_supplement", plots.breadth_summary(sup_frame),
-                   f"Erosion and follow rate per setting at the `{sup.profile}` profile, one seed per setting; labels "
-                   "as in the first figure.", "fig-breadth-supplement"))
-    display(table(sup_frame, cols))
+                   f"{BREADTH_CAPTION} Supplement: {SCALE_WORDS[sup.profile]}.", "fig-breadth-supplement"))
+    display(settings_table(sup_frame))
     display(parameters_table(sup))
     display(provenance_table(sup_used, "the supplement's cached results"))
 else:
-    display(Markdown("No supplement was requested (`supplement_profile` is not set)."))
+    display(Markdown("No supplement was requested."))
+
+# %% [markdown]
+# ## Rerun, parameters and provenance
+
+# %% tags=["remove-input"]
+cpu = run if profile == "cpu" else resolve("breadth", "cpu", **{k: v for k, v in given.items()
+                                                                 if k != "supplement_profile"})
+cpu_rows = breadth_experiment(cpu.config, cpu.sweeps(), Context(compute=False), cpu.extras["around_lrs"])
+display(rerun_box("02_breadth", profile, given,
+                  [r[k] for r in cpu_rows if not r.get("missing") for k in ("pattern", "control")],
+                  sum(bool(r.get("missing")) for r in cpu_rows), used))
+display(parameters_table(run))
+display(provenance_table(used))

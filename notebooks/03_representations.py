@@ -63,33 +63,38 @@ from IPython.display import Markdown, display
 
 from erosion_utils.experiments import Context
 from erosion_utils.experiments.representations import representation_entries
-from erosion_utils.profiles import resolve_notebook
+from erosion_utils.profiles import parameter_names, resolve, resolve_notebook
 from erosion_utils.report import analysis, plots, prose
 from erosion_utils.report.claims import claim_representations
-from erosion_utils.report.pages import (compute_note, figure, glue, missing_table, parameters_table, profile_note,
-                                        provenance_table, table)
+from erosion_utils.report.pages import (compute_note, figure, given_parameters, glue, missing_table, parameters_table,
+                                        profile_note, provenance_table, rerun_box, table)
+from erosion_utils.report.words import SCALE_WORDS, fmt, layer_name
 
 plots.setup()
 run = resolve_notebook("representations", globals())
+given = given_parameters(globals(), parameter_names("representations"))  # for the rerun box
 # what is not cached is listed
 entries, missing = representation_entries(run.config, run.extras, Context.for_profile(profile))
 layers = analysis.layers_frame(entries)
 drop = analysis.layer_erosion(layers)
 verdict = claim_representations(drop)
-glue("key_probe", prose.representation_key(verdict, profile))
+arch = run.config.arch
+glue("key_probe", prose.representation_key(verdict, profile, arch))
 display(Markdown(f"{profile_note(profile)} {compute_note(entries)} {prose.rates_sentence(run.extras['finetune_lrs'])}"))
 display(missing_table(missing, profile))
 
 # %% tags=["remove-input"]
 n_layers = layers.depth.nunique()
 lrs = sorted(run.extras["finetune_lrs"])
-display(figure("fig_layers", plots.layer_profiles(layers),
-               f"Per layer (input to output, {n_layers} taps): clean-label probe accuracy, numerical rank and "
-               "pattern-class probe accuracy, for the pretrained network (black), the pattern-fine-tuned network at "
-               "several steps (light to dark red) and at the end (`pattern`), and the clean control at the end (blue). "
+display(figure("fig_layers", plots.layer_profiles(layers, arch),
+               f"Per layer (input to output, {n_layers} probed layers): clean-label probe accuracy, numerical rank and "
+               "pattern-class probe accuracy, for the pretrained network (black, dashed, open squares), the "
+               "pattern-fine-tuned network at several steps (light to dark orange, one marker each) and at the end "
+               "(vermillion), and the clean control at the end (blue). Each line is shifted a little sideways so that "
+               "lines with equal values stay visible. "
                + (f"Fine-tuning learning rate {lrs[0]:g}." if len(lrs) == 1 else "One row per fine-tuning learning rate.")
-               + f" Profile: {profile}.", "fig-layers"))
-display(Markdown(prose.representation_paragraphs(verdict) if verdict["per_lr"] else
+               + f" One run (seed {run.config.seed}), {SCALE_WORDS[profile]}.", "fig-layers"))
+display(Markdown(prose.representation_paragraphs(verdict, arch) if verdict["per_lr"] else
                  "No rate has results: see the missing results above."))
 
 # %% [markdown]
@@ -104,12 +109,24 @@ display(Markdown(prose.pattern_visibility_sentence(layers)))
 # ## Per-layer differences at the end of fine-tuning
 
 # %% tags=["remove-input"]
-display(table(drop, ["finetune_lr", "depth", "layer", "probe_accuracy_control", "probe_accuracy_pattern",
-                     "probe_drop", "rank_control", "rank_pattern", "rank_ratio"]))
+shown = drop.sort_values(["finetune_lr", "depth"]).assign(
+    layer=[layer_name(t, arch) for t in drop.sort_values(["finetune_lr", "depth"]).layer])
+shown["probe"] = [f"{fmt(c)} → {fmt(p)}" for c, p in zip(shown.probe_accuracy_control, shown.probe_accuracy_pattern)]
+shown["ranks"] = [f"{int(c)} → {int(p)}" for c, p in zip(shown.rank_control, shown.rank_pattern)]
+display(table(shown, {"layer": "layer", "finetune_lr": "lr", "probe": "probe acc., control → pattern run",
+                      "probe_drop": "probe-acc. loss", "ranks": "rank, control → pattern run",
+                      "rank_ratio": "rank ratio"}, names_column=True))
+display(Markdown(f"Layers are numbered from the input, from 1; {SCALE_WORDS[profile]}, one run (seed "
+                 f"{run.config.seed}). The loss is the control's probe accuracy minus the pattern run's; the rank "
+                 "ratio is the pattern run's rank over the control's."))
 
 # %% [markdown]
-# ## Parameters and provenance
+# ## Rerun, parameters and provenance
 
 # %% tags=["remove-input"]
+cpu = run if profile == "cpu" else resolve("representations", "cpu", **given)
+cpu_entries, cpu_missing = representation_entries(cpu.config, cpu.extras, Context(compute=False))  # cached only
+display(rerun_box("03_representations", profile, given, cpu_entries, sum(bool(v) for v in cpu_missing.values()),
+                  entries))
 display(parameters_table(run))
 display(provenance_table(entries))

@@ -182,6 +182,6 @@ def test_parameters_reach_the_page(varied_book):
         assert params.get("arch") == "mlp", params
     if label == "breadth_one_factor":
         text = prose(_page(html, "02_breadth"))
-        assert "changes one factor at a time: the architecture (mlp)." in text
+        assert "changes one factor at a time: the architecture (MLP)." in text
         assert "Of 2 settings, 2 have results" in text and "It also runs the grid" not in text
         assert len(_page(html, "02_breadth").select("figure img")) == 1  # no grid heatmap without a grid
