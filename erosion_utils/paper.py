@@ -24,17 +24,72 @@ from .profiles import resolve
 
 
 def paper_units(profile: str = "paper") -> list[Unit]:
-    """Every unit of ``profile``: the pretrainings (stage 0), then every chapter's units in the order of
-    :data:`~erosion_utils.experiments.CHAPTERS` (a run shared by two chapters once)."""
+    """Every unit of ``profile``: the pretrainings (stage 0), then every chapter's units, chapters in the order of
+    their ``paper_rank`` in :data:`~erosion_utils.experiments.CHAPTERS` (what a paper run should decide first: the
+    erosion curve, breadth, the mechanism, mitigation, representations), each chapter's most important first (a run
+    shared by two chapters once)."""
     units: list[Unit] = []
     seen: set[str] = set()
-    for name, chapter in CHAPTERS.items():
+    for name, chapter in sorted(CHAPTERS.items(), key=lambda kv: kv[1].paper_rank):
         run = resolve(name, profile)
         for u in chapter.units(run.config, run.extras):
             if u.name not in seen:  # two chapters may share a run
                 seen.add(u.name)
                 units.append(u)
     return all_units(units)
+
+
+# GPU seconds per epoch of the full CIFAR-10 training set (50,000 images) of a ResNet-18 fine-tuning run, when no
+# committed GPU result says better (the median over the committed H200 runs is about 4)
+FALLBACK_EPOCH_S = 4.0
+
+
+def epoch_seconds(results: Path, arch: str = "resnet18") -> float:
+    """Measured GPU seconds per 50,000-image epoch of ``arch`` fine-tuning: the median over the committed GPU
+    fine-tuning results (wall time over epochs and images), or :data:`FALLBACK_EPOCH_S` without any."""
+    rates = []
+    for path in Path(results).glob("finetune/*.json"):
+        entry = json.loads(path.read_text())
+        prov, params = entry.get("provenance", {}), entry.get("params", {})
+        if "cpu" in str(prov.get("device", "cpu")) or params.get("arch") != arch:
+            continue
+        images = (params.get("train_per_class") or 5000) * 10
+        rates.append(prov["wall_time_s"] / (params["finetune_epochs"] * images / 50000))
+    return float(sorted(rates)[len(rates) // 2]) if rates else FALLBACK_EPOCH_S
+
+
+def estimate_seconds(unit: Unit, epoch_s: float) -> float:
+    """A unit's GPU seconds, from the epochs it trains (images scaled to a 50,000-image epoch) at ``epoch_s``."""
+    cfg = unit.args[0]
+    scale = ((cfg.train_per_class or 5000) * 10) / 50000
+    if unit.kind == "pretrain":
+        return (cfg.pretrain_epochs + cfg.pretrain_extra_epochs) * scale * epoch_s * (cfg.pretrain_per_class or 5000) \
+            / (cfg.train_per_class or 5000)
+    ft = cfg.finetune_epochs * scale * epoch_s
+    name = getattr(unit.fn, "__name__", "")
+    if name == "compute_mechanism_pair":
+        return 2 * ft
+    if name == "interpolation_run":
+        return ft + 15.0
+    if name == "transfer_recovery_run":
+        rec, scratch, reinit = unit.args[1], unit.args[2], unit.args[3]
+        return 2 * ft + ((2 + len(reinit)) * rec + scratch) * scale * epoch_s
+    if name == "recovery_run":
+        return 2 * ft + 3 * len(unit.args[2]) * unit.args[1] * scale * epoch_s + 60.0
+    if name == "representation_experiments":
+        return 2 * ft + 120.0
+    return ft
+
+
+def dry_run(ctx, profile: str = "paper", units: list[Unit] | None = None) -> list[dict]:
+    """The units of ``profile`` that are not cached, in run order, each with its estimated GPU seconds (pretrainings
+    only where a pending unit needs them); nothing runs."""
+    from .executors import plan
+
+    todo, _ = plan(paper_units(profile) if units is None else units, ctx)
+    epoch_s = epoch_seconds(ctx.results.root)
+    return [{"name": u.name, "kind": u.kind, "estimated_gpu_s": round(estimate_seconds(u, epoch_s), 1)}
+            for u in todo]
 
 
 def pack_results(results_dir: Path, out: Path) -> None:

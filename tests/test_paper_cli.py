@@ -7,8 +7,11 @@ import subprocess
 import sys
 import tarfile
 
+import pytest
 import torch
 
+from erosion_utils.cache import ResultCache
+from erosion_utils.executors import all_units
 from erosion_utils.experiments import CHAPTERS, Context
 from erosion_utils.paper import paper_units, run_paper
 from erosion_utils.profiles import resolve
@@ -29,11 +32,12 @@ def test_paper_units_cover_every_profile_result_in_priority_order():
 
 
 def test_paper_units_follow_the_chapter_registry():
-    """Every chapter of the registry contributes its own units, in book order (erosion seed by seed, breadth,
-    representations, then the chapters that landed later); a unit shared by two chapters appears once."""
+    """Every chapter of the registry contributes its own units, chapters by their paper_rank (erosion, breadth, the
+    mechanism, mitigation, representations: what decides most first), each chapter's own order kept; a unit shared
+    by two chapters appears once."""
     names = [u.name for u in paper_units("paper") if u.stage == 1]
     expected = []
-    for name, chapter in CHAPTERS.items():
+    for name, chapter in sorted(CHAPTERS.items(), key=lambda kv: kv[1].paper_rank):
         run = resolve(name, "paper")
         expected += [u.name for u in chapter.units(run.config, run.extras) if u.name not in expected]
     assert names == expected
@@ -41,7 +45,23 @@ def test_paper_units_follow_the_chapter_registry():
                           for k in ("pattern", "control")]
     breadth = [n for n in names if n.startswith("breadth ")]
     assert names[12:12 + len(breadth)] == breadth and len(breadth) == 52
-    assert names[12 + len(breadth):14 + len(breadth)] == ["representations lr=0.01", "representations lr=0.1"]
+    assert names[12 + len(breadth)].startswith("mechanism confirm_map")
+    assert names[-2:] == ["representations lr=0.01", "representations lr=0.1"]
+
+
+def test_dry_run_lists_pending_units_with_estimated_gpu_seconds(tmp_path):
+    from erosion_utils.paper import dry_run, estimate_seconds, epoch_seconds
+
+    ctx = Context(device="cpu", results=ResultCache(tmp_path / "results"), compute=False)
+    rows = dry_run(ctx, "smoke")
+    assert [r["name"] for r in rows] == [u.name for u in all_units(paper_units("smoke"))]  # nothing cached
+    paper = dry_run(ctx, "paper")
+    assert len(paper) == len(all_units(paper_units("paper"))) and all(r["estimated_gpu_s"] > 1 for r in paper)
+    assert epoch_seconds(tmp_path / "results") == 4.0  # no committed GPU result: the stated fallback
+    pair = next(u for u in paper_units("paper") if getattr(u.fn, "__name__", "") == "compute_mechanism_pair")
+    single = next(u for u in paper_units("paper") if u.kind == "finetune" and u.fn.__name__ == "finetune_run")
+    assert estimate_seconds(pair, 4.0) == pytest.approx(2 * 4.0 * pair.args[0].finetune_epochs)
+    assert estimate_seconds(single, 4.0) == pytest.approx(4.0 * single.args[0].finetune_epochs)
 
 
 def test_zero_budget_skips_everything_but_still_reports(cpu_context, tmp_path):

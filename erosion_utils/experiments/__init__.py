@@ -12,7 +12,7 @@ the base configuration, its own parameters per profile, the check of those param
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import ModuleType
 from typing import Callable
 
@@ -46,6 +46,7 @@ class Chapter:
     validate_extras: Callable[[dict, ErosionConfig], None] = _no_checks
     units: Callable[[ErosionConfig, dict], list[Unit]] = _no_units
     config_params: tuple[str, ...] | None = None  # the configuration fields its notebook takes (None: all of them)
+    paper_rank: int = 9  # order of its units in a paper run (lower first; ties keep book order)
 
     @classmethod
     def of(cls, name: str, module: ModuleType) -> "Chapter":
@@ -56,12 +57,12 @@ class Chapter:
 CHAPTERS: dict[str, Chapter] = {c.name: c for c in (
     Chapter("patterns", {p: dict(n_images=6) for p in PROFILES},
             config_params=("seed", "dataset", "pattern_size", "corner")),
-    Chapter.of("erosion", erosion),
-    Chapter.of("breadth", breadth),
-    Chapter.of("representations", representations),
+    replace(Chapter.of("erosion", erosion), paper_rank=0),
+    replace(Chapter.of("breadth", breadth), paper_rank=1),
+    replace(Chapter.of("representations", representations), paper_rank=4),
     Chapter("claims", {p: dict() for p in PROFILES}, config_params=()),
-    Chapter.of("mechanism", mechanism),
-    Chapter.of("mitigation", mitigation),
+    replace(Chapter.of("mechanism", mechanism), paper_rank=2),
+    replace(Chapter.of("mitigation", mitigation), paper_rank=3),
     Chapter("plan", {p: dict() for p in PROFILES}, config_params=()),
 )}
 
