@@ -1,0 +1,76 @@
+"""The book as ``make book`` built it (``_build/html``, every chapter at the scale its ``params/*.yaml`` selects),
+read page by page in a headless Chromium at 1280 px: no table or figure wider than the text column, the scale in the
+title and sidebar entry of every chapter shown at the cpu scale, no machine path and no layer module name in
+visible text (:mod:`book_checks`). Builds nothing: without a built book (run ``make book`` first) it is skipped.
+"""
+from __future__ import annotations
+
+import functools
+import http.server
+import threading
+from pathlib import Path
+
+import pytest
+import yaml
+
+from book_checks import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, executed_profile, page_problems
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+HTML = REPO / "_build" / "html"
+TOC = yaml.safe_load((REPO / "_toc.yml").read_text())
+DOCS = [TOC["root"]] + [entry["file"] for entry in TOC["chapters"]]
+
+
+@pytest.fixture(scope="module")
+def site():
+    if not (HTML / f"{TOC['root']}.html").is_file():
+        pytest.skip("no built book in _build/html: run `make book` first")
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Quiet, directory=str(HTML)))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).is_file(), f"Chromium not found at {CHROMIUM} (make browser installs it)"
+    pw = sync_playwright().start()
+    try:
+        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+    finally:
+        pw.stop()
+
+
+def test_every_page_of_the_toc_was_built(site):
+    missing = [doc for doc in DOCS if not (HTML / f"{doc}.html").is_file()]
+    assert not missing, f"pages of _toc.yml missing from the built book: {missing}"
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_built_page_a_reader_trusts(site, browser, doc):
+    if not (HTML / f"{doc}.html").is_file():
+        pytest.skip(f"{doc} was not built")
+    context = browser.new_context(viewport=VIEWPORT)
+    context.route("**/*", lambda route: route.continue_() if route.request.url.startswith(site) else route.abort())
+    page = context.new_page()
+    try:
+        assert page.goto(f"{site}/{doc}.html", wait_until="load").ok
+        page.wait_for_function("Array.from(document.images).every(img => img.complete)", timeout=15_000)
+        profile = executed_profile(REPO / f"{doc}.ipynb") if "/executed/" in doc else None
+        problems = page_problems(page, profile)
+        assert not problems, f"{doc}:\n" + "\n".join(problems)
+    finally:
+        context.close()
