@@ -72,7 +72,7 @@ for kind in KINDS:
     codes = make_codes(PatternSpec(kind, cfg.pattern_size, cfg.corner, 1.0, cfg.pattern_seed), data.num_classes)
     rows[f"{kind} (matched)"] = stamp(x, y, codes)
     rows[f"{kind} (mismatched)"] = stamp(x, other, codes)
-display(Markdown(profile_note(profile, "The examples on this page")))
+display(Markdown(profile_note(profile, "Every example on this page")))
 
 # %% tags=["remove-input"]
 corner = cfg.corner.replace("_", "-")

@@ -314,11 +314,11 @@ def _shell_value(value) -> str:
     return f"'{text}'" if any(ch in text for ch in " [],{}:'\"*?$&;|<>()") else text
 
 
-def _wrap(command: str, width: int = 78) -> str:
+def _wrap(command: str, width: int = 64) -> str:
     """A shell command broken before its options (`` \\`` continuations) when it is longer than ``width``."""
     if len(command) <= width:
         return command
-    parts = re.split(r" (?=-p |-y )", command)
+    parts = re.split(r" (?=-p |-y |-o |book/executed/)", command)
     return " \\\n    ".join(parts)
 
 
@@ -329,7 +329,7 @@ def rerun_commands(notebook: str, profile: str, params: dict | None = None) -> t
     run = f"python -m erosion_utils run {notebook} --profile {profile}"
     run += "".join(f" -p {k}={_shell_value(v)}" for k, v in params.items())
     given = "{" + ", ".join(f"{k}: {_yaml_flow(v)}" for k, v in params.items()) + "}"
-    papermill = (f"jupytext --to ipynb -o {notebook}.ipynb notebooks/{notebook}.py\n"
+    papermill = (_wrap(f"jupytext --to ipynb notebooks/{notebook}.py -o {notebook}.ipynb") + "\n"
                  + _wrap(f"papermill {notebook}.ipynb book/executed/{notebook}.ipynb -p profile {profile}"
                          + (f" -y '{given}'" if params else "")) + "\njupyter-book build .")
     return _wrap(run), papermill
