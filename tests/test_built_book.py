@@ -1,7 +1,8 @@
 """The book as ``make book`` built it (``_build/html``, every chapter at the scale its ``params/*.yaml`` selects),
 read page by page in a headless Chromium at 1280 px: no table or figure wider than the text column, the scale in the
 title and sidebar entry of every chapter shown at the cpu scale, no machine path and no layer module name in
-visible text (:mod:`book_checks`). Builds nothing: without a built book (run ``make book`` first) it is skipped.
+visible text (:mod:`book_checks`). Builds nothing: without a built book, or with one older than its sources (an
+executed notebook, a prose chapter, the configuration), it is skipped; run ``make book`` first.
 """
 from __future__ import annotations
 
@@ -23,10 +24,27 @@ TOC = yaml.safe_load((REPO / "_toc.yml").read_text())
 DOCS = [TOC["root"]] + [entry["file"] for entry in TOC["chapters"]]
 
 
+def stale_reason() -> str | None:
+    """Why ``_build/html`` is not the book of the current sources, or None when it is."""
+    root = HTML / f"{TOC['root']}.html"
+    if not root.is_file():
+        return "no built book in _build/html"
+    sources = [REPO / "_toc.yml", REPO / "_config.yml", *(REPO / "book").glob("*.md")]
+    for doc in DOCS:
+        if "/executed/" in doc:
+            executed = REPO / f"{doc}.ipynb"
+            if not executed.is_file():
+                return f"{executed.relative_to(REPO)} was never executed"
+            sources.append(executed)
+    newer = [str(s.relative_to(REPO)) for s in sources if s.stat().st_mtime > root.stat().st_mtime]
+    return f"the built book is older than {', '.join(newer[:3])}" if newer else None
+
+
 @pytest.fixture(scope="module")
 def site():
-    if not (HTML / f"{TOC['root']}.html").is_file():
-        pytest.skip("no built book in _build/html: run `make book` first")
+    reason = stale_reason()
+    if reason:
+        pytest.skip(f"{reason}: run `make book` first")
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
         def log_message(self, *args):
