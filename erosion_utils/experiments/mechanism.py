@@ -40,8 +40,8 @@ PROFILE_CONFIG = {"smoke": dict(n_evals=4), "cpu": dict(test_per_class=50, n_eva
 PROFILE_EXTRAS = {
     "smoke": dict(seeds=[0], map_lrs=[0.01, 0.1], map_batch_sizes=[16, 32], control_lrs=[0.1], wd_lrs=[0.1],
                   weight_decays=[0.0, 5e-4], eroding_lr=0.1, warmups=[0.0, 0.5], long_lrs=[0.01], long_epochs=2.0,
-                  confirm_seeds=[1], confirm_lrs=[0.01, 0.1], confirm_batch_sizes=[16, 64], fast_path=True,
-                  monitor_per_class=2, clip_norms=[1.0], long_warmups=[0.5], drift_lrs=[0.01], drift_epochs=2.0,
+                  confirm_seeds=[1], confirm_lrs=[0.1], confirm_batch_sizes=[32], fast_path=True,
+                  monitor_per_class=2, clip_norms=[1.0], long_warmups=[], drift_lrs=[0.01], drift_epochs=2.0,
                   confirm_wd_batch=None, confirm_weight_decays=[]),
     "cpu": dict(seeds=[0, 1, 2], map_lrs=[0.003, 0.01, 0.03, 0.1, 0.2], map_batch_sizes=[32, 64, 128],
                 control_lrs=[0.03, 0.1], wd_lrs=[0.03, 0.1], weight_decays=[0.0, 5e-4, 5e-3], eroding_lr=0.1,
