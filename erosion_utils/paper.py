@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from .cache import atomic_write_bytes
-from .executors import ContextSpec, Executor, LocalExecutor, UnitReport, all_units
+from .executors import ContextSpec, Executor, LocalExecutor, UnitReport, all_units, plan
 from .experiments import CHAPTERS
 from .experiments.units import Unit
 from .profiles import resolve
@@ -84,8 +84,6 @@ def estimate_seconds(unit: Unit, epoch_s: float) -> float:
 def dry_run(ctx, profile: str = "paper", units: list[Unit] | None = None) -> list[dict]:
     """The units of ``profile`` that are not cached, in run order, each with its estimated GPU seconds (pretrainings
     only where a pending unit needs them); nothing runs."""
-    from .executors import plan
-
     todo, _ = plan(paper_units(profile) if units is None else units, ctx)
     epoch_s = epoch_seconds(ctx.results.root)
     return [{"name": u.name, "kind": u.kind, "estimated_gpu_s": round(estimate_seconds(u, epoch_s), 1)}

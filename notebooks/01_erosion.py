@@ -60,7 +60,7 @@ from IPython.display import Markdown, display
 from erosion_utils.experiments import Context
 from erosion_utils.experiments.erosion import erosion_runs
 from erosion_utils.profiles import parameter_names, resolve, resolve_notebook
-from erosion_utils.report import analysis, plots, prose
+from erosion_utils.report import analysis, claims, plots, prose
 from erosion_utils.report.pages import (compute_note, figure, given_parameters, glue, missing_table, parameters_table,
                                         profile_note, provenance_table, rerun_box, table)
 from erosion_utils.report.words import SCALE_WORDS, plural
@@ -91,7 +91,9 @@ display(figure("fig_erosion", plots.erosion_headline(traj),
                "Clean test accuracy over fine-tuning steps (log-scaled after step 1) for the pattern run and the clean "
                f"control, both from the same pretrained weights ({styles}); {panels}. {line} {scale.capitalize()}.",
                "fig-erosion"))
-display(Markdown(prose.erosion_paragraphs(stats) if stats else "No rate has results: see the missing results above."))
+claim1 = claims.claim_accuracy_drop(summary, runs)
+display(Markdown(prose.erosion_paragraphs(stats, claim1) if stats else
+                 "No rate has results: see the missing results above."))
 
 # %% [markdown]
 # The control matters: continued training can disturb a network on clean data too, the more so at a high learning

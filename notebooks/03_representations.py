@@ -77,7 +77,7 @@ given = given_parameters(globals(), parameter_names("representations"))  # for t
 entries, missing = representation_entries(run.config, run.extras, Context.for_profile(profile))
 layers = analysis.layers_frame(entries)
 drop = analysis.layer_erosion(layers)
-verdict = claim_representations(drop)
+verdict = claim_representations(entries)
 arch = run.config.arch
 glue("key_probe", prose.representation_key(verdict, profile, arch))
 display(Markdown(f"{profile_note(profile)} {compute_note(entries)} {prose.rates_sentence(run.extras['finetune_lrs'])}"))

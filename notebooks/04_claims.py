@@ -45,8 +45,7 @@ runs, missing = erosion_runs(ero.config, ero.extras, ctx)
 rep_entries, rep_missing = representation_entries(rep.config, rep.extras, ctx)
 breadth_rows = breadth_experiment(bre.config, bre.sweeps(), ctx, bre.extras["around_lrs"])  # missing rows marked
 breadth = analysis.breadth_frame(breadth_rows)
-seeds = analysis.seed_table(analysis.summary_frame(runs))
-results = claims.all_claims(seeds, breadth, analysis.layer_erosion(analysis.layers_frame(rep_entries)))
+results = claims.all_claims(analysis.summary_frame(runs), breadth, rep_entries, runs, breadth_rows)
 c1, c2, c3, c4 = results
 glue("key_verdicts", prose.verdicts_key(results))
 display(Markdown(profile_note(profile, "Every number behind claims 1 to 4 on this page")))

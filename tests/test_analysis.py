@@ -69,26 +69,34 @@ def test_trajectory_frame_and_seed_table():
 
 def test_claim_one_and_two_verdicts_per_learning_rate():
     runs = runs_at(0.1, [0.6, 0.7, 0.65], 0.99) + runs_at(0.01, [0.0, 0.01, 0.0], 0.05)
-    seeds = analysis.seed_table(analysis.summary_frame(runs))
-    c1 = claims.claim_accuracy_drop(seeds)
+    summary = analysis.summary_frame(runs)
+    c1 = claims.claim_accuracy_drop(summary, runs)
     assert c1["per_lr"][0.1]["holds"] and not c1["per_lr"][0.01]["holds"]
-    assert c1["verdict"] == "partly reproduced"
-    c2 = claims.claim_pattern_reliance(seeds)
+    assert c1["per_lr"][0.01]["status"] == "fails"  # the interval lies below 0.1: decided, not inconclusive
+    assert c1["verdict"] == "partly reproduced" and c1["label"] in ("confirmatory", "exploratory")
+    # the paired t-interval of (0.6, 0.7, 0.65) by hand: mean 0.65, half-width t(0.975, 2) * 0.05 / sqrt(3)
+    assert c1["per_lr"][0.1]["ci_low"] == pytest.approx(0.65 - 4.302652729911275 * 0.05 / math.sqrt(3))
+    c2 = claims.claim_pattern_reliance(summary, runs)
     assert c2["verdict"] == "partly reproduced" and c2["per_lr"][0.1]["follow_mean"] == pytest.approx(0.99)
     sentence = claims.lr_dependence_sentence(c1)
     assert "lr 0.1" in sentence and "does not at lr 0.01" in sentence
-    all_hold = analysis.seed_table(analysis.summary_frame(runs_at(0.1, [0.6, 0.7, 0.65], 0.99)))
+    all_hold = analysis.summary_frame(runs_at(0.1, [0.6, 0.7, 0.65], 0.99))
     assert claims.claim_accuracy_drop(all_hold)["verdict"] == "reproduced"
-    none_hold = analysis.seed_table(analysis.summary_frame(runs_at(0.01, [0.0, 0.01, 0.0], 0.05)))
+    none_hold = analysis.summary_frame(runs_at(0.01, [0.0, 0.01, 0.0], 0.05))
     assert claims.claim_accuracy_drop(none_hold)["verdict"] == "not reproduced"
     assert claims.claim_pattern_reliance(none_hold)["verdict"] == "not reproduced"
     assert "does not happen" in claims.lr_dependence_sentence(claims.claim_accuracy_drop(none_hold))
 
 
-def test_claim_one_needs_the_confidence_interval_above_the_threshold():
-    # mean erosion 0.2 but widely spread: the lower end of the CI falls below 0.1
-    seeds = analysis.seed_table(analysis.summary_frame(runs_at(0.1, [0.0, 0.6, 0.0], 0.99)))
-    assert claims.claim_accuracy_drop(seeds)["verdict"] == "not reproduced"
+def test_claim_one_is_inconclusive_when_the_interval_reaches_the_threshold():
+    # mean erosion 0.2 but widely spread: the interval straddles 0.1, so the rate cannot be called either way
+    summary = analysis.summary_frame(runs_at(0.1, [0.0, 0.6, 0.0], 0.99))
+    c1 = claims.claim_accuracy_drop(summary)
+    assert c1["verdict"] == "inconclusive" and c1["per_lr"][0.1]["status"] == "inconclusive"
+    assert "inconclusive" in claims.lr_dependence_sentence(c1)
+    # two seeds: inconclusive whatever the values
+    assert claims.claim_accuracy_drop(analysis.summary_frame(runs_at(0.1, [0.6, 0.6], 0.99)))["verdict"] == \
+        "inconclusive"
 
 
 def breadth_rows() -> list[dict]:
@@ -115,28 +123,40 @@ def test_breadth_frame_labels_and_missing():
     assert math.isnan(frame.erosion.iloc[-1])
     assert frame.erosion.iloc[1] == pytest.approx(0.65)
     c3 = claims.claim_breadth(frame)
-    assert (c3["computed"], c3["eroded"], c3["missing"]) == (4, 2, 1)
-    assert c3["verdict"] == "partly reproduced"
-    assert c3["per_lr"][0.1] == {"computed": 1, "eroded": 1, "status": "holds",
-                                 "eroded_settings": [analysis.variant_label(breadth_rows()[3]["config"])]}
-    assert c3["per_lr"][0.01]["status"] == "partly"  # 1 of 3 settings at lr 0.01 erodes
-    assert claims.regime(c3) == "reproduced at lr 0.1 (1 of 1 setting), partly at lr 0.01 (1 of 3 settings)"
+    assert (c3["computed"], c3["eroded"], c3["missing"]) == (4, 2, 1)  # descriptive counts: one seed each
+    assert c3["per_lr"][0.1]["eroded_settings"] == [analysis.variant_label(breadth_rows()[3]["config"])]
+    # one seed per setting: no interval, so no setting is decided and the claim is inconclusive
+    assert c3["verdict"] == "inconclusive" and c3["per_lr"][0.1]["status"] == "inconclusive"
+    assert c3["per_lr"][0.1]["seeds_per_setting"] == 1
+    assert claims.regime(c3) == ("inconclusive at every rate tested (lr 0.01 and 0.1)")
+
+
+def rep_entry(seed: int, drops: list[float], lr: float = 0.1) -> dict:
+    """A representation result whose pattern run ends ``drops[d]`` below the control's probe accuracy at depth d."""
+    n = len(drops)
+
+    def layers(model: str) -> list[dict]:
+        return [{"layer": f"l{d}", "depth": d, "relative_depth": d / (n - 1),
+                 "probe_accuracy": 0.8 - (drops[d] if model == "pattern" else 0.0),
+                 "rank": 100 - 20 * d * (model == "pattern")} for d in range(n)]
+
+    return {"name": "representations", "key": f"r{seed}", "params": {"finetune_lr": lr, "seed": seed},
+            "provenance": {"utc_time": "2026-01-01T00:00:00+00:00", "seed": seed},
+            "result": {"total_steps": 10, "snapshots": [{"model": "pattern", "step": 10, "layers": layers("pattern")},
+                                                        {"model": "control", "step": 10, "layers": layers("control")}]}}
 
 
 def test_claim_representations_depth_rule():
-    rows = []
-    for depth in range(4):
-        for snap, acc in (("control", 0.8), ("pattern", 0.8 - 0.1 * depth)):
-            rows.append({"finetune_lr": 0.1, "snapshot": snap, "depth": depth, "relative_depth": depth / 3,
-                         "layer": f"l{depth}", "probe_accuracy": acc, "rank": 100 - 20 * depth * (snap == "pattern")})
-    drop = analysis.layer_erosion(pd.DataFrame(rows))
-    assert drop.probe_drop.tolist() == pytest.approx([0.0, 0.1, 0.2, 0.3])
-    assert drop.rank_ratio.iloc[-1] == pytest.approx(0.4)
-    c4 = claims.claim_representations(drop)
-    assert c4["verdict"] == "reproduced"
+    deep = [rep_entry(s, [0.0, 0.1 + e, 0.2 + e, 0.3 + e]) for s, e in enumerate((0.0, 0.01, -0.01))]
+    c4 = claims.claim_representations(deep)
+    assert c4["verdict"] == "reproduced" and c4["per_lr"][0.1]["status"] == "holds"
     assert c4["per_lr"][0.1]["max_drop_layer"] == "l3"
-    shallow_only = drop.assign(probe_drop=[0.3, 0.2, 0.0, 0.0])
+    assert c4["per_lr"][0.1]["deepest_drop"] == pytest.approx(0.3)
+    assert c4["per_lr"][0.1]["last_rank_ratio"] == pytest.approx(0.4)
+    shallow_only = [rep_entry(s, [0.3 + e, 0.2, 0.0, 0.0 + e / 10]) for s, e in enumerate((0.0, 0.01, -0.01))]
     assert claims.claim_representations(shallow_only)["verdict"] == "not reproduced"
+    one_seed = claims.claim_representations(deep[:1])
+    assert one_seed["verdict"] == "inconclusive"  # one seed: no interval
 
 
 def test_provenance_frame_drops_duplicates():

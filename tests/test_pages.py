@@ -116,7 +116,7 @@ def test_empty_results_folder_gives_missing_rows_not_errors(tmp_path):
     assert "erosion" in frame and frame.missing.all()
     assert claims.claim_breadth(frame)["verdict"] == "not tested"
     assert analysis.layer_erosion(analysis.layers_frame([])).empty
-    assert [c["verdict"] for c in claims.all_claims(analysis.seed_table(analysis.summary_frame([])), None, None)] == \
+    assert [c["verdict"] for c in claims.all_claims(analysis.summary_frame([]), None, None)] == \
         ["not tested"] * 4
     assert prose.erosion_key({}, "paper").startswith("missing")
     assert "missing" in prose.breadth_results(frame)
@@ -138,9 +138,13 @@ def test_erosion_sentences_follow_the_parameters(lrs, seeds):
         assert "95% CI" in text and f"{len(seeds)} seeds" in text
     if len(lrs) == 1:
         assert "one fine-tuning learning rate" in text and "rates" not in prose.rates_sentence(lrs)
-    # outcomes only by the rules: erosion (0.6) at 0.1, none at 0.01 or 0.05
-    for lr, para in zip(sorted(lrs), prose.erosion_paragraphs(stats).split("\n\n")):
-        assert ("this is erosion" in para) == (lr >= 0.1), para
+    # outcomes only by the plan's rule: with one seed nothing is decided; with three, erosion at 0.1, none below
+    claim1 = claims.claim_accuracy_drop(analysis.summary_frame(runs(lrs, seeds)))
+    for lr, para in zip(sorted(lrs), prose.erosion_paragraphs(stats, claim1).split("\n\n")):
+        if len(seeds) < 3:
+            assert "cannot be called erosion" in para, para
+        else:
+            assert ("this is erosion" in para) == (lr >= 0.1), para
         assert ("the pattern was picked up" in para) == (lr >= 0.1), para
 
 
@@ -153,12 +157,13 @@ def test_pretrain_sentence_singular_and_plural():
 
 
 def test_claim_regimes_state_where_a_claim_holds():
-    both = claims.claim_accuracy_drop(analysis.seed_table(analysis.summary_frame(runs([0.01, 0.1], [0, 1, 2]))))
+    both = claims.claim_accuracy_drop(analysis.summary_frame(runs([0.01, 0.1], [0, 1, 2])))
     assert both["verdict"] == "partly reproduced"
     assert claims.regime(both) == "reproduced at lr 0.1, not at lr 0.01"
-    assert prose.verdict_line(both) == "**Verdict: partly reproduced**: reproduced at lr 0.1, not at lr 0.01."
-    one = claims.claim_accuracy_drop(analysis.seed_table(analysis.summary_frame(runs([0.05], [0]))))
-    assert claims.regime(one) == "not reproduced at the one rate tested (lr 0.05)"
+    assert prose.verdict_line(both) == ("**Verdict: partly reproduced** (exploratory): reproduced at lr 0.1, not at "
+                                        "lr 0.01.")  # exploratory: no result entries were given
+    one = claims.claim_accuracy_drop(analysis.summary_frame(runs([0.05], [0])))
+    assert claims.regime(one) == "inconclusive at the one rate tested (lr 0.05)"  # one seed: no interval
     assert "one fine-tuning learning rate tested" in claims.lr_dependence_sentence(one)
     none = claims.claim_accuracy_drop(None)
     assert none["verdict"] == "not tested" and claims.regime(none) == "not tested (no results)"

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .. import data as data_mod
-from ..validation import ParameterError, check_number
+from ..validation import MAX_EPOCHS, ParameterError, check_number, check_unique
 from .core import Context, ErosionConfig, finetune_run, missing_or, pretrain_summary
 from .units import Unit, experiment_unit
 
@@ -65,7 +65,7 @@ def _numbers(name: str, values, integer: bool = False, low: float = 0, low_inclu
         raise ParameterError(f"{name}={values!r} must be a non-empty list of numbers, e.g. {name}=[0.01, 0.1]")
     for v in values:
         check_number(f"{name} item", v, low=low, low_inclusive=low_inclusive, integer=integer)
-    return list(values)
+    return check_unique(name, values)
 
 
 def _maybe_empty(name: str, values, integer: bool = False, low_inclusive: bool = False) -> list:
@@ -83,7 +83,7 @@ def validate_extras(extras: dict, config: ErosionConfig) -> None:
     _numbers("weight_decays", extras["weight_decays"], low_inclusive=True)
     _numbers("long_lrs", extras["long_lrs"])
     check_number("eroding_lr", extras["eroding_lr"], low=0, low_inclusive=False)
-    check_number("long_epochs", extras["long_epochs"], low=0, low_inclusive=False)
+    check_number("long_epochs", extras["long_epochs"], low=0, low_inclusive=False, high=MAX_EPOCHS)
     for w in _numbers("warmups", extras["warmups"], low_inclusive=True):
         check_number("warmups item", w, low=0, high=config.finetune_epochs, high_inclusive=False)
     seeds = _maybe_empty("confirm_seeds", extras["confirm_seeds"], integer=True, low_inclusive=True)
@@ -98,11 +98,11 @@ def validate_extras(extras: dict, config: ErosionConfig) -> None:
     for w in _maybe_empty("long_warmups", extras["long_warmups"]):
         check_number("long_warmups item", w, low=0, high=config.finetune_epochs, high_inclusive=False)
     _maybe_empty("drift_lrs", extras["drift_lrs"])
-    check_number("drift_epochs", extras["drift_epochs"], low=0, low_inclusive=False)
+    check_number("drift_epochs", extras["drift_epochs"], low=0, low_inclusive=False, high=MAX_EPOCHS)
     if extras["confirm_wd_batch"] is not None:
         check_number("confirm_wd_batch", extras["confirm_wd_batch"], low=1, integer=True)
     _maybe_empty("confirm_weight_decays", extras["confirm_weight_decays"], low_inclusive=True)
-    for run in confirm_runs(config, extras):
+    for run in confirm_runs(config, extras) + mechanism_runs(config, extras):  # each configuration, validated
         run.config.validate()
 
 

@@ -21,7 +21,7 @@ from ..cache import provenance
 from ..models import num_stages
 from ..probes import layer_report
 from ..train import TrainConfig, eval_steps, train
-from ..validation import ParameterError, check_number
+from ..validation import MAX_EPOCHS, ParameterError, check_number, check_unique
 from ..models import reinit_last_stages
 from .core import (KEY_PARAMS, CacheMissError, Context, ErosionConfig, _cached, clean_probe_sets, cpu_threads,
                    eval_views, finetune_params, finetune_run, key_with_extras, load_data, make_evaluator, missing_or,
@@ -98,7 +98,7 @@ def _numbers(name: str, values, low: float | None = 0, high: float | None = None
     for v in values:
         check_number(f"{name} item{why}", v, low=low, high=high, low_inclusive=low_inclusive,
                      high_inclusive=high_inclusive, integer=integer)
-    return list(values)
+    return check_unique(name, values)
 
 
 def validate_extras(extras: dict, config: ErosionConfig) -> None:
@@ -121,10 +121,8 @@ def validate_extras(extras: dict, config: ErosionConfig) -> None:
     _numbers("warmup_options", extras["warmup_options"], low=0, high=config.finetune_epochs, low_inclusive=False,
              high_inclusive=False, why=run)
     _numbers("fraction_options", extras["fraction_options"], low=0, high=1, low_inclusive=False)
-    alphas = _numbers("interpolation_alphas", extras["interpolation_alphas"], low=0, high=1, allow_empty=False)
-    if len(set(alphas)) != len(alphas):
-        raise ParameterError(f"interpolation_alphas={alphas!r} lists a value twice; each alpha must appear once")
-    check_number("recovery_epochs", extras["recovery_epochs"], low=0, low_inclusive=False)
+    _numbers("interpolation_alphas", extras["interpolation_alphas"], low=0, high=1, allow_empty=False)
+    check_number("recovery_epochs", extras["recovery_epochs"], low=0, low_inclusive=False, high=MAX_EPOCHS)
     _numbers("recovery_lr_factors", extras["recovery_lr_factors"], low=0, low_inclusive=False, allow_empty=False,
              why=" (a multiple of eroding_lr)")
     for key in PROBE_KEYS:
@@ -441,7 +439,7 @@ def _validate_transfer(extras: dict, config: ErosionConfig) -> None:
     _numbers("transfer_reinit_stages", extras["transfer_reinit_stages"], low=1, high=stages, integer=True,
              why=f" (the {config.arch} has {stages} stages)")
     for key in ("transfer_recovery_epochs", "transfer_scratch_epochs"):
-        check_number(key, extras[key], low=0, low_inclusive=False)
+        check_number(key, extras[key], low=0, low_inclusive=False, high=MAX_EPOCHS)
     check_number("transfer_recovery_evals", extras["transfer_recovery_evals"], low=2, integer=True)
     for recipe in [extras["transfer_recipe"], *extras["transfer_recipes"]]:
         if not isinstance(recipe, dict) or set(recipe) != {"finetune_epochs", "finetune_lr", "finetune_schedule"}:

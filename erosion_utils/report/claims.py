@@ -1,63 +1,71 @@
-"""The paper's claims as testable hypotheses, with a verdict computed from our results.
+"""The paper's claims as testable hypotheses, with verdicts by the analysis plan (:mod:`.plan`: claims 1-4).
 
-Each verdict follows fixed, stated thresholds (below); nothing here is tuned to the paper's figures. Every verdict
-is also given per fine-tuning learning rate (its *regime*: "reproduced at lr 0.1, not at lr 0.01"), and a claim
-whose results are missing is "not tested".
+Every verdict compares a seed-level interval with the plan's threshold and has three outcomes (holds, does not hold,
+inconclusive, and for claim 2 "partly"); it is given per fine-tuning learning rate (its *regime*: "reproduced at lr
+0.1, not at lr 0.01"), labelled confirmatory or exploratory, and a claim whose results are missing is "not tested".
+Nothing here is tuned to the paper's figures.
 """
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 
+from . import verdicts as V
+from .plan import rule
 from .words import rates_phrase
 
-EROSION_THRESHOLD = 0.10  # clean-accuracy loss relative to the control that we call erosion
-FOLLOW_THRESHOLD = 0.90  # share of mismatched predictions that follow the pattern that we call reliance
-FOLLOW_PARTIAL = 0.50
-PROBE_THRESHOLD = 0.05  # per-layer probe-accuracy loss relative to the control that we call eroded features
+EROSION_THRESHOLD = rule("claim1.erosion").thresholds["erosion"]  # erosion: control minus pattern run, clean acc.
+FOLLOW_THRESHOLD = rule("claim2.reliance").thresholds["follows"]  # follow rate that we call reliance
+FOLLOW_PARTIAL = rule("claim2.reliance").thresholds["partly"]
+PROBE_THRESHOLD = rule("claim4.features").thresholds["probe"]  # per-layer probe-accuracy loss: eroded features
 PICKUP_THRESHOLD = 0.05  # rise of matched accuracy or follow rate over fine-tuning that we call picking up the pattern
 
-VERDICTS = ("reproduced", "partly reproduced", "not reproduced", "not tested")
-# per learning rate: the claim holds, holds in part, or does not hold there
-STATUS_WORDS = {"holds": "reproduced", "partly": "partly reproduced", "fails": "not reproduced"}
-
-RULES = {
-    1: f"at a fine-tuning learning rate, the claim holds when the lower end of the 95% confidence interval over "
-       f"seeds of the erosion (control minus pattern-run final clean accuracy) exceeds {EROSION_THRESHOLD:g}; with "
-       f"one seed there is no interval and the mean is used.",
-    2: f"holds at a learning rate when the mean follow rate on mismatched test images is at least "
-       f"{FOLLOW_THRESHOLD:g}, partly when it is at least {FOLLOW_PARTIAL:g}.",
-    3: f"reproduced if every computed breadth setting shows erosion above {EROSION_THRESHOLD:g}, partly if some do "
-       f"(one seed per setting; settings without results count for nothing).",
-    4: f"holds at a learning rate when some layer's clean-label probe accuracy after pattern fine-tuning is more "
-       f"than {PROBE_THRESHOLD:g} below the control's, and the mean loss over the deeper half of the layers exceeds "
-       f"that over the shallower half.",
-}
+VERDICTS = ("reproduced", "partly reproduced", "not reproduced", "inconclusive", "not tested")
+# per learning rate: the claim holds, holds in part, does not hold, or the interval cannot tell
+STATUS_WORDS = {"holds": "reproduced", "partly": "partly reproduced", "fails": "not reproduced",
+                "inconclusive": "inconclusive"}
+OUTCOME_STATUS = {"holds": "holds", "partly": "partly", "does not hold": "fails", "inconclusive": "inconclusive"}
+RULES = {i: rule(rid).words() for i, rid in enumerate(("claim1.erosion", "claim2.reliance", "claim3.breadth",
+                                                        "claim4.features"), 1)}
 
 
-def _overall(holds: list[bool]) -> str:
-    if not holds:
+def _overall(statuses: list[str]) -> str:
+    """A claim's verdict from its per-rate (or per-setting) statuses."""
+    if not statuses:
         return "not tested"
-    return "reproduced" if all(holds) else "partly reproduced" if any(holds) else "not reproduced"
+    if all(s == "holds" for s in statuses):
+        return "reproduced"
+    if any(s in ("holds", "partly") for s in statuses):
+        return "partly reproduced"
+    if all(s == "fails" for s in statuses):
+        return "not reproduced"
+    return "inconclusive"
+
+
+def _label(verdicts: list[V.Verdict]) -> str:
+    return "exploratory" if not verdicts or any(v.label == "exploratory" for v in verdicts) else "confirmatory"
 
 
 def _empty(frame) -> bool:
     return frame is None or len(frame) == 0
 
 
-def _by_lr(frame: pd.DataFrame | None):
-    """(lr, rows) groups of ``frame``; none for a missing or empty frame."""
-    return [] if _empty(frame) else frame.groupby("finetune_lr")
+def _entries(runs: list[dict] | None, lr: float) -> list[dict]:
+    return [e for r in runs or [] if math.isclose(r["finetune_lr"], lr) for e in (r["pattern"], r["control"],
+                                                                                   r.get("pretrain"))]
 
 
 def erosion_lower_bound(mean: float, ci_low: float) -> float:
-    """What claim 1 compares with the threshold: the lower end of the CI, or the mean when there is no interval."""
+    """The lower end of the CI, or the mean when there is no interval (the rule before the plan; kept for the
+    exploratory designs that still quote it)."""
     return ci_low if ci_low is not None and not math.isnan(ci_low) else mean
 
 
 def erodes(mean: float, ci_low: float) -> bool:
-    """Claim 1's rule at one learning rate."""
+    """Claim 1's rule before the plan (lower CI end, or the mean with one seed, above the threshold): used only by
+    the paper's-setting mitigation tables of the exploratory design."""
     return bool(erosion_lower_bound(mean, ci_low) > EROSION_THRESHOLD)
 
 
@@ -67,81 +75,169 @@ def picks_up_pattern(matched_start: float, matched_end: float, follow_start: flo
     return bool(matched_end - matched_start > PICKUP_THRESHOLD or follow_end - follow_start > PICKUP_THRESHOLD)
 
 
-def claim_accuracy_drop(seeds: pd.DataFrame | None) -> dict:
-    """Claim 1: continued training on patterned data lowers clean test accuracy relative to the clean control.
-    Holds at a learning rate when the lower end of the 95% CI of the erosion exceeds the threshold."""
-    per_lr, holds = {}, []
-    for lr, g in _by_lr(None if _empty(seeds) else seeds[seeds.quantity == "erosion"]):
-        row = g.iloc[0]
-        ok = erodes(row["mean"], row.ci_low)
-        holds.append(ok)
-        per_lr[float(lr)] = {"erosion_mean": float(row["mean"]), "ci_low": float(row.ci_low),
-                             "ci_high": float(row.ci_high), "seeds": int(row.seeds), "holds": ok,
-                             "status": "holds" if ok else "fails"}
+def erosion_verdict(control: dict, pattern: dict, entries: list[dict], rule_id: str = "claim1.erosion") -> V.Verdict:
+    """Claim 1's rule on per-seed final clean accuracies (``{seed: value}``) of the controls and pattern runs."""
+    def decide(ivs, th):
+        return V.above(ivs["erosion"], th["erosion"]), {}
+
+    return V.judge(rule_id, lambda lv: {"erosion": V.paired(control, pattern, lv)}, decide, entries=entries,
+                   seeds=sorted(set(control) & set(pattern)))
+
+
+def claim_accuracy_drop(summary: pd.DataFrame | None, runs: list[dict] | None = None) -> dict:
+    """Claim 1: continued training on patterned data lowers clean test accuracy relative to the clean control, per
+    learning rate (``summary``: :func:`analysis.summary_frame`, one row per seed and rate; ``runs`` its entries)."""
+    per_lr, statuses, verdicts = {}, [], []
+    for lr, g in ([] if _empty(summary) else summary.groupby("finetune_lr")):
+        v = erosion_verdict(dict(zip(g.seed, g.clean_control)), dict(zip(g.seed, g.clean_pattern)),
+                            _entries(runs, lr))
+        iv = v.intervals["erosion"]
+        status = OUTCOME_STATUS[v.outcome]
+        statuses.append(status)
+        verdicts.append(v)
+        per_lr[float(lr)] = {"erosion_mean": iv.estimate, "ci_low": iv.lo, "ci_high": iv.hi, "seeds": iv.n,
+                             "holds": status == "holds", "status": status, "label": v.label, "fragile": v.fragile,
+                             "sensitivity": v.sensitivity, "verdict": v}
     return {"claim": "Continued training on patterned data sharply lowers clean test accuracy, relative to "
-                     "continuing on clean data.", "verdict": _overall(holds), "per_lr": per_lr, "rule": RULES[1]}
+                     "continuing on clean data.", "verdict": _overall(statuses), "label": _label(verdicts),
+            "per_lr": per_lr, "rule": RULES[1]}
 
 
-def claim_pattern_reliance(seeds: pd.DataFrame | None) -> dict:
+def claim_pattern_reliance(summary: pd.DataFrame | None, runs: list[dict] | None = None) -> dict:
     """Claim 2: predictions on images carrying another class's pattern follow the pattern."""
-    per_lr, holds, partial = {}, [], []
-    for lr, g in _by_lr(None if _empty(seeds) else seeds[seeds.quantity == "follow_pattern"]):
-        m = float(g.iloc[0]["mean"])
-        holds.append(m >= FOLLOW_THRESHOLD)
-        partial.append(m >= FOLLOW_PARTIAL)
-        per_lr[float(lr)] = {"follow_mean": m, "ci_low": float(g.iloc[0].ci_low), "ci_high": float(g.iloc[0].ci_high),
-                             "seeds": int(g.iloc[0].seeds), "holds": m >= FOLLOW_THRESHOLD,
-                             "status": "holds" if m >= FOLLOW_THRESHOLD else "partly" if m >= FOLLOW_PARTIAL
-                             else "fails"}
-    verdict = _overall(holds)
-    if verdict == "not reproduced" and any(partial):
-        verdict = "partly reproduced"
+    per_lr, statuses, verdicts = {}, [], []
+    for lr, g in ([] if _empty(summary) else summary.groupby("finetune_lr")):
+        follow = dict(zip(g.seed, g.follow_pattern))
+
+        def decide(ivs, th):
+            iv = ivs["follow"]
+            if V.above(iv, th["follows"]) == "holds":
+                return "holds", {}
+            if V.above(iv, th["partly"]) == "holds" and V.below(iv, th["follows"]) == "holds":
+                return "partly", {}
+            if V.below(iv, th["partly"]) == "holds":
+                return "does not hold", {}
+            return "inconclusive", {}
+
+        v = V.judge("claim2.reliance", lambda lv, follow=follow: {"follow": V.rate(follow, lv)}, decide,
+                    entries=_entries(runs, lr), seeds=sorted(follow))
+        iv = v.intervals["follow"]
+        status = OUTCOME_STATUS[v.outcome]
+        statuses.append(status)
+        verdicts.append(v)
+        per_lr[float(lr)] = {"follow_mean": iv.estimate, "ci_low": iv.lo, "ci_high": iv.hi, "seeds": iv.n,
+                             "holds": status == "holds", "status": status, "label": v.label, "fragile": v.fragile,
+                             "sensitivity": v.sensitivity, "verdict": v}
     return {"claim": "The fine-tuned network relies on the pattern: with another class's pattern, the prediction "
-                     "follows the pattern.", "verdict": verdict, "per_lr": per_lr, "rule": RULES[2]}
+                     "follows the pattern.", "verdict": _overall(statuses), "label": _label(verdicts),
+            "per_lr": per_lr, "rule": RULES[2]}
 
 
-def claim_breadth(breadth: pd.DataFrame | None) -> dict:
-    """Claim 3: the phenomenon holds across architectures and pattern variants (one seed per setting)."""
+def claim_breadth(breadth: pd.DataFrame | None, rows: list[dict] | None = None) -> dict:
+    """Claim 3: the phenomenon holds across architectures and pattern variants. Each setting is judged by claim 1's
+    rule on its seeds (one seed per setting: inconclusive); the descriptive counts of settings whose single-seed
+    erosion exceeds the threshold are kept for the text."""
+    empty = {"claim": "The phenomenon holds across architectures and pattern variants.", "verdict": "not tested",
+             "label": "exploratory", "computed": 0, "eroded": 0, "missing": 0, "per_lr": {}, "rule": RULES[3]}
     if _empty(breadth):
-        return {"claim": "The phenomenon holds across architectures and pattern variants.", "verdict": "not tested",
-                "computed": 0, "eroded": 0, "missing": 0, "per_lr": {}, "rule": RULES[3]}
+        return empty
     done = breadth[~breadth.missing]
-    eroded = done[done.erosion > EROSION_THRESHOLD]
-    by_lr = {}
+    by_row = {}
+    for row in rows or []:
+        if not row.get("missing"):
+            by_row.setdefault(row["config"]["finetune_lr"], []).extend([row["pattern"], row["control"]])
+    per_lr, statuses, verdicts = {}, [], []
     for lr, g in done.groupby("finetune_lr"):
+        setting_status = []
+        for label, s in g.groupby("label", sort=False):
+            seeds = list(range(len(s))) if "seed" not in s else list(s.seed)
+            v = erosion_verdict(dict(zip(seeds, s.clean_control)), dict(zip(seeds, s.clean_pattern)),
+                                by_row.get(lr, []), "claim3.breadth")
+            setting_status.append(OUTCOME_STATUS[v.outcome])
+            verdicts.append(v)
         n_eroded = int((g.erosion > EROSION_THRESHOLD).sum())
-        by_lr[float(lr)] = {"computed": int(len(g)), "eroded": n_eroded,
-                            "eroded_settings": sorted(g[g.erosion > EROSION_THRESHOLD].label),
-                            "status": "holds" if n_eroded == len(g) else "partly" if n_eroded else "fails"}
-    return {"claim": "The phenomenon holds across architectures and pattern variants.",
-            "verdict": _overall([bool(e > EROSION_THRESHOLD) for e in done.erosion]),
-            "computed": int(len(done)), "eroded": int(len(eroded)), "missing": int(breadth.missing.sum()),
-            "per_lr": by_lr, "rule": RULES[3]}
+        status = _overall(setting_status)
+        status = {"reproduced": "holds", "partly reproduced": "partly", "not reproduced": "fails"}.get(status,
+                                                                                                         "inconclusive")
+        statuses.append(status)
+        per_lr[float(lr)] = {"computed": int(len(g)), "eroded": n_eroded,
+                             "eroded_settings": sorted(g[g.erosion > EROSION_THRESHOLD].label),
+                             "seeds_per_setting": int(g.groupby("label").size().min()), "status": status,
+                             "label": _label(verdicts)}
+    return {**empty, "verdict": _overall(statuses), "label": _label(verdicts), "computed": int(len(done)),
+            "eroded": int((done.erosion > EROSION_THRESHOLD).sum()), "missing": int(breadth.missing.sum()),
+            "per_lr": per_lr}
 
 
-def claim_representations(layer_drop: pd.DataFrame | None) -> dict:
-    """Claim 4: pre-learned features erode inside the network, and depth matters. Holds at a learning rate when
-    some layer's probe accuracy falls by more than the threshold relative to the control and the mean fall in the
-    deeper half of the network exceeds that in the shallower half."""
-    per_lr, holds = {}, []
-    for lr, g in _by_lr(layer_drop):
-        deep = float(g[g.relative_depth >= 0.5].probe_drop.mean())
-        shallow = float(g[g.relative_depth < 0.5].probe_drop.mean())
-        worst = g.loc[g.probe_drop.idxmax()]
-        ok = bool(worst.probe_drop > PROBE_THRESHOLD and deep > shallow)
-        holds.append(ok)
+def probe_drops(entries: list[dict]) -> pd.DataFrame:
+    """Per (rate, seed, layer): the control's final clean-label probe accuracy minus the pattern run's, with the
+    layer's depth and relative depth (from representation results)."""
+    out = []
+    for e in entries:
+        lr, seed = e["params"]["finetune_lr"], e["params"]["seed"]
+        snaps = e["result"]["snapshots"]
+        total = e["result"]["total_steps"]
+        pattern = next((s for s in snaps if s["model"] == "pattern" and s["step"] == total), None)
+        control = next((s for s in snaps if s["model"] == "control"), None)
+        if pattern is None or control is None:
+            continue
+        by_layer = {x["layer"]: x for x in control["layers"]}
+        for x in pattern["layers"]:
+            c = by_layer[x["layer"]]
+            out.append({"finetune_lr": lr, "seed": seed, "layer": x["layer"], "depth": x["depth"],
+                        "relative_depth": x["relative_depth"], "probe_drop": c["probe_accuracy"] - x["probe_accuracy"],
+                        "rank_ratio": x["rank"] / c["rank"] if c["rank"] else float("nan")})
+    return pd.DataFrame(out, columns=["finetune_lr", "seed", "layer", "depth", "relative_depth", "probe_drop",
+                                      "rank_ratio"])
+
+
+def claim_representations(entries: list[dict] | None) -> dict:
+    """Claim 4: pre-learned features erode inside the network, and depth matters: per rate, the deepest probed
+    layer's probe-accuracy loss against the control and the deeper-minus-shallower mean loss, per seed (plan rule
+    claim4.features); the descriptive numbers of the largest loss are kept for the text."""
+    drops = probe_drops(entries or [])
+    per_lr, statuses, verdicts = {}, [], []
+    for lr, g in ([] if drops.empty else drops.groupby("finetune_lr")):
+        deepest = g[g.depth == g.depth.max()]
+        last = dict(zip(deepest.seed, deepest.probe_drop))
+        depth = {s: float(x[x.relative_depth >= 0.5].probe_drop.mean() - x[x.relative_depth < 0.5].probe_drop.mean())
+                 for s, x in g.groupby("seed")}
+
+        def decide(ivs, th):
+            deep, slope = V.above(ivs["deepest layer"], th["probe"]), V.above(ivs["deeper minus shallower"],
+                                                                                th["depth"])
+            if deep == "holds" and slope == "holds":
+                return "holds", {}
+            if deep == "does not hold":
+                return "does not hold", {}
+            return "inconclusive", {}
+
+        used = [e for e in entries if math.isclose(e["params"]["finetune_lr"], lr)]
+        v = V.judge("claim4.features", lambda lv, last=last, depth=depth: {
+            "deepest layer": V.t_interval(last.values(), lv, -1.0, 1.0, "paired_t"),
+            "deeper minus shallower": V.t_interval(depth.values(), lv, -1.0, 1.0, "paired_t")}, decide,
+            entries=used, seeds=sorted(last))
+        mean = g.groupby(["layer", "depth", "relative_depth"]).probe_drop.mean().reset_index()
+        worst = mean.loc[mean.probe_drop.idxmax()]
+        status = OUTCOME_STATUS[v.outcome]
+        statuses.append(status)
+        verdicts.append(v)
         per_lr[float(lr)] = {"max_probe_drop": float(worst.probe_drop), "max_drop_layer": worst.layer,
-                             "deep_mean_drop": deep, "shallow_mean_drop": shallow,
-                             "last_rank_ratio": float(g.sort_values("depth").rank_ratio.iloc[-1]), "holds": ok,
-                             "status": "holds" if ok else "fails"}
+                             "deep_mean_drop": float(mean[mean.relative_depth >= 0.5].probe_drop.mean()),
+                             "shallow_mean_drop": float(mean[mean.relative_depth < 0.5].probe_drop.mean()),
+                             "last_rank_ratio": float(np.nanmean(g[g.depth == g.depth.max()].rank_ratio)),
+                             "deepest_drop": v.intervals["deepest layer"].estimate, "seeds": len(last),
+                             "holds": status == "holds", "status": status, "label": v.label, "fragile": v.fragile,
+                             "sensitivity": v.sensitivity, "verdict": v}
     return {"claim": "Pre-learned features erode inside the network (per-layer probe accuracy and rank change), and "
-                     "it matters at which depth.", "verdict": _overall(holds), "per_lr": per_lr, "rule": RULES[4]}
+                     "it matters at which depth.", "verdict": _overall(statuses), "label": _label(verdicts),
+            "per_lr": per_lr, "rule": RULES[4]}
 
 
-def all_claims(seeds: pd.DataFrame | None, breadth: pd.DataFrame | None,
-               layer_drop: pd.DataFrame | None) -> list[dict]:
-    return [claim_accuracy_drop(seeds), claim_pattern_reliance(seeds), claim_breadth(breadth),
-            claim_representations(layer_drop)]
+def all_claims(summary: pd.DataFrame | None, breadth: pd.DataFrame | None, rep_entries: list[dict] | None,
+               runs: list[dict] | None = None, breadth_rows: list[dict] | None = None) -> list[dict]:
+    return [claim_accuracy_drop(summary, runs), claim_pattern_reliance(summary, runs),
+            claim_breadth(breadth, breadth_rows), claim_representations(rep_entries)]
 
 
 def per_lr_frame(claim: dict) -> pd.DataFrame:
@@ -149,8 +245,10 @@ def per_lr_frame(claim: dict) -> pd.DataFrame:
     if not claim["per_lr"]:
         return pd.DataFrame(columns=["finetune_lr"])
     frame = pd.DataFrame(claim["per_lr"]).T.rename_axis("finetune_lr").reset_index()
-    frame["status"] = frame["status"].map(STATUS_WORDS)
-    return frame.rename(columns={"status": "verdict at this rate"}).drop(columns=["holds"], errors="ignore")
+    frame["status"] = [STATUS_WORDS[s] + (f" ({lab})" if lab else "") for s, lab in
+                       zip(frame["status"], frame.get("label", [""] * len(frame)))]
+    return frame.rename(columns={"status": "verdict at this rate"}).drop(
+        columns=["holds", "verdict", "label", "sensitivity", "fragile"], errors="ignore")
 
 
 def _lrs(lrs) -> str:
@@ -179,24 +277,32 @@ def regime(claim: dict) -> str:
         n = [f"{per_lr[lr]['eroded']} of {per_lr[lr]['computed']}" for lr in lrs]
         return f" ({', '.join(n)} {'setting' if [per_lr[lr]['computed'] for lr in lrs] == [1] else 'settings'})"
 
-    words = {"holds": "reproduced at", "partly": "partly at", "fails": "not at"}
-    return ", ".join(f"{words[s]} {_lrs(groups[s])}{counts(groups[s])}" for s in ("holds", "partly", "fails")
-                     if s in groups)
+    words = {"holds": "reproduced at", "partly": "partly at", "fails": "not at", "inconclusive": "inconclusive at"}
+    return ", ".join(f"{words[s]} {_lrs(groups[s])}{counts(groups[s])}"
+                     for s in ("holds", "partly", "fails", "inconclusive") if s in groups)
 
 
 def lr_dependence_sentence(claim: dict) -> str:
-    """One sentence on whether claim 1 depends on the fine-tuning learning rate, from the evidence."""
-    holds = sorted(lr for lr, v in claim["per_lr"].items() if v["holds"])
-    fails = sorted(lr for lr, v in claim["per_lr"].items() if not v["holds"])
+    """One sentence on whether claim 1 depends on the fine-tuning learning rate, from the evidence (a rate whose
+    interval cannot tell is said to be inconclusive, never counted either way)."""
+    holds = sorted(lr for lr, v in claim["per_lr"].items() if v["status"] == "holds")
+    fails = sorted(lr for lr, v in claim["per_lr"].items() if v["status"] == "fails")
+    open_ = sorted(lr for lr, v in claim["per_lr"].items() if v["status"] == "inconclusive")
+    tail = f" At {_lrs(open_)} the interval cannot tell (inconclusive)." if open_ else ""
     if not holds and not fails:
-        return "Without results for claim 1, whether erosion depends on the fine-tuning learning rate was not tested."
+        if not open_:
+            return "Without results for claim 1, whether erosion depends on the fine-tuning learning rate was not tested."
+        if len(open_) == 1:
+            return (f"In our reconstruction, whether erosion happens at the one fine-tuning learning rate tested "
+                    f"(lr {open_[0]:g}) is inconclusive; whether it depends on the rate was not tested.")
+        return f"Whether erosion happens is inconclusive at every rate tested ({_lrs(open_)})."
     if holds and fails:
         return (f"In our reconstruction, whether erosion happens depends on the fine-tuning learning rate: it does at "
-                f"{_lrs(holds)} and does not at {_lrs(fails)}.")
+                f"{_lrs(holds)} and does not at {_lrs(fails)}.{tail}")
     if len(claim["per_lr"]) == 1:
         lr = next(iter(claim["per_lr"]))
         return (f"In our reconstruction, erosion {'happens' if holds else 'does not happen'} at the one fine-tuning "
                 f"learning rate tested (lr {lr:g}); whether it depends on the rate was not tested.")
     if holds:
-        return f"In our reconstruction, erosion happens at every fine-tuning learning rate tested ({_lrs(holds)})."
-    return f"In our reconstruction, erosion does not happen at any fine-tuning learning rate tested ({_lrs(fails)})."
+        return f"In our reconstruction, erosion happens at {_lrs(holds)}.{tail}"
+    return f"In our reconstruction, erosion does not happen at {_lrs(fails)}.{tail}"

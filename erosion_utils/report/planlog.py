@@ -126,7 +126,12 @@ def label_for(rule_id: str, entries: Iterable[dict]) -> tuple[str, str]:
         return "exploratory", "its rule has changes that are not committed"
     if not entries:
         return "exploratory", "it uses no results"
-    times = [dt.datetime.fromisoformat(e["provenance"]["utc_time"]) for e in entries]
+    times = []
+    for e in entries:
+        try:
+            times.append(dt.datetime.fromisoformat(str(e.get("provenance", {}).get("utc_time"))))
+        except ValueError:
+            return "exploratory", "one of its results has no computation time in its provenance"
     early = sum(t <= when for t in times)
     stamp = when.astimezone(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     if early:

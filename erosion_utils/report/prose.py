@@ -55,29 +55,33 @@ def _q(stats: dict, quantity: str) -> dict:
     return stats.get(quantity, {"mean": float("nan"), "ci_low": float("nan"), "ci_high": float("nan"), "seeds": 0})
 
 
-def erosion_paragraph(lr: float, stats: dict) -> str:
+def erosion_paragraph(lr: float, stats: dict, claim1: dict | None = None) -> str:
     """One rate's result: final clean accuracy of pattern run and control, the erosion with its interval and the
-    claim-1 verdict at this rate, the follow rate and matched accuracy and whether the pattern was picked up."""
+    claim-1 verdict at this rate (``claim1``: :func:`claims.claim_accuracy_drop`; the analysis plan's rule), the
+    follow rate and matched accuracy and whether the pattern was picked up."""
     ero = _q(stats, "erosion")
     n = ero["seeds"]
     m = {q: _q(stats, q)["mean"] for q in ("clean_start", "clean_pattern", "clean_control", "follow_start",
                                            "follow_pattern", "matched_start", "matched_pattern", "min_clean_control")}
-    erodes = claims.erodes(ero["mean"], ero["ci_low"])
-    basis = "with one seed the mean is judged" if n < 2 else "judged at the lower end of the 95% CI"
+    v = (claim1 or {}).get("per_lr", {}).get(float(lr))
+    status = v["status"] if v else "inconclusive"
+    verdict = {"holds": "is", "fails": "is not", "inconclusive": "cannot be called"}[status]
+    label = f", {v['label']}" if v else ""
     picked = claims.picks_up_pattern(m["matched_start"], m["matched_pattern"], m["follow_start"], m["follow_pattern"])
     return (f"**At lr {fmt_value(lr)}** ({plural(n, 'seed', one_word=True)}): the pattern run ends at a clean test "
             f"accuracy of {fmt(m['clean_pattern'])}, the control at {fmt(m['clean_control'])} (both started at "
             f"{fmt(m['clean_start'])}; the control's lowest was {fmt(m['min_clean_control'])}). Erosion: "
-            f"{ci_phrase(ero['mean'], ero['ci_low'], ero['ci_high'], n)}, so this {'is' if erodes else 'is not'} "
-            f"erosion by the rule of {{ref}}`claims` (above {claims.EROSION_THRESHOLD:g}, {basis}). Follow rate: "
+            f"{ci_phrase(ero['mean'], ero['ci_low'], ero['ci_high'], n)}, so this {verdict} "
+            f"erosion by the rule of the {{ref}}`plan` (the interval above {claims.EROSION_THRESHOLD:g}; inconclusive "
+            f"when it reaches the threshold or with fewer than three seeds{label}). Follow rate: "
             f"{fmt(m['follow_pattern'])} ({fmt(m['follow_start'])} before fine-tuning); matched accuracy: "
             f"{fmt(m['matched_start'])} → {fmt(m['matched_pattern'])}. By the pick-up rule (either rising by more than "
             f"{claims.PICKUP_THRESHOLD:g}), the pattern {'was' if picked else 'was not'} picked up.")
 
 
-def erosion_paragraphs(rate_stats: dict[float, dict]) -> str:
+def erosion_paragraphs(rate_stats: dict[float, dict], claim1: dict | None = None) -> str:
     """:func:`erosion_paragraph` for every rate, ascending (``rate_stats``: :func:`analysis.rate_stats`)."""
-    return "\n\n".join(erosion_paragraph(lr, s) for lr, s in sorted(rate_stats.items()))
+    return "\n\n".join(erosion_paragraph(lr, s, claim1) for lr, s in sorted(rate_stats.items()))
 
 
 def erosion_key(rate_stats: dict[float, dict], profile: str) -> str:
@@ -142,9 +146,11 @@ def representation_paragraph(lr: float, v: dict, arch: str | None = None) -> str
             f"control is {fmt(v['max_probe_drop'])} (at {layer_name(v['max_drop_layer'], arch)}); the mean loss is "
             f"{fmt(v['deep_mean_drop'])} over the deeper half of the layers and {fmt(v['shallow_mean_drop'])} over the "
             f"shallower half, and the rank of the last tapped layer is {fmt(v['last_rank_ratio'], 2)} times the "
-            f"control's. By the rule of {{ref}}`claims` (a loss above {claims.PROBE_THRESHOLD:g} in some layer and a "
-            f"larger mean loss in the deeper half), features {'erode' if v['holds'] else 'do not erode'} inside the "
-            f"network at this rate.")
+            f"control's. By the rule of the {{ref}}`plan` (the deepest layer's loss above {claims.PROBE_THRESHOLD:g} "
+            f"and more loss in the deeper half, both by their intervals over seeds), whether features erode inside "
+            f"the network at this rate is "
+            f"**{ {'holds': 'yes', 'fails': 'no', 'inconclusive': 'inconclusive'}[v['status']]}** "
+            f"({v['label']}; {plural(v['seeds'], 'seed')}).")
 
 
 def representation_paragraphs(claim4: dict, arch: str | None = None) -> str:
@@ -173,8 +179,8 @@ def representation_key(claim4: dict, profile: str, arch: str | None = None) -> s
 # ------------------------------------------------------------------------------------------------------- claims
 
 def verdict_line(claim: dict) -> str:
-    """``"**Verdict: partly reproduced**: reproduced at lr 0.1, not at lr 0.01."``"""
-    return f"**Verdict: {claim['verdict']}**: {claims.regime(claim)}."
+    """``"**Verdict: partly reproduced** (exploratory): reproduced at lr 0.1, not at lr 0.01."``"""
+    return f"**Verdict: {claim['verdict']}** ({claim.get('label', 'exploratory')}): {claims.regime(claim)}."
 
 
 def claim1_evidence(claim: dict) -> str:
@@ -197,8 +203,13 @@ def claim3_evidence(claim: dict) -> str:
         return (f"No breadth setting has results ({plural(claim['missing'], 'setting')} missing)." if claim["missing"]
                 else "No breadth setting was run.")
     names = [s for v in claim["per_lr"].values() for s in v["eroded_settings"]]
+    seeds = min((v.get("seeds_per_setting", 1) for v in claim["per_lr"].values()), default=1)
     text = (f"Of {plural(claim['computed'], 'computed setting')}, {claim['eroded']} "
-            f"{'shows' if claim['eroded'] == 1 else 'show'} erosion" + (f": {'; '.join(names)}." if names else "."))
+            f"{'shows' if claim['eroded'] == 1 else 'show'} an erosion above {claims.EROSION_THRESHOLD:g}"
+            + (f": {'; '.join(names)}." if names else "."))
+    if seeds < 3:
+        text += (f" With {plural(seeds, 'seed', one_word=True)} per setting there is no interval, so by the rule of "
+                 f"the {{ref}}`plan` no setting is decided: these counts describe, they do not judge.")
     if claim["missing"]:
         text += (f" {plural(claim['missing'], 'setting')} {'was' if claim['missing'] == 1 else 'were'} not computed and "
                  f"count for nothing.")
@@ -218,7 +229,8 @@ def claim4_evidence(claim: dict, arch: str | None = None) -> str:
 def verdicts_key(results: list[dict]) -> str:
     """Plain text for the Key results box: every claim's verdict and regime."""
     names = ("accuracy drops", "the pattern decides", "breadth", "erosion inside the network")
-    return "; ".join(f"({i}) {name}: {claims.regime(c)}" for i, (name, c) in enumerate(zip(names, results), 1))
+    return "; ".join(f"({i}) {name}: {claims.regime(c)} ({c.get('label', 'exploratory')})"
+                     for i, (name, c) in enumerate(zip(names, results), 1))
 
 
 # ---------------------------------------------------------------------------------------------------- discussion
