@@ -170,10 +170,15 @@ def below(iv: Interval, threshold: float, min_seeds: int = plan.MIN_SEEDS) -> st
 
 
 def excludes_zero(iv: Interval, min_seeds: int = plan.MIN_SEEDS) -> str:
-    """"yes" when the interval excludes 0, "no" when it contains it, "inconclusive" with too few seeds."""
+    """"yes" when the interval excludes 0 (an end more than :data:`plan.PRECISION` beyond it), "no" when it holds 0
+    inside, "inconclusive" with too few seeds, no interval, or an end within the precision of 0 (it touches it)."""
     if iv.n < min_seeds or math.isnan(iv.lo) or math.isnan(iv.hi):
         return "inconclusive"
-    return "yes" if iv.lo > 0 or iv.hi < 0 else "no"
+    if iv.lo > plan.PRECISION or iv.hi < -plan.PRECISION:
+        return "yes"
+    if iv.lo < -plan.PRECISION and iv.hi > plan.PRECISION:
+        return "no"
+    return "inconclusive"
 
 
 # ----------------------------------------------------------------------------------------------------- verdicts
