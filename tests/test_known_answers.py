@@ -7,7 +7,7 @@ interpolation, recovery (both settings) and the per-layer probes, with stub netw
 from __future__ import annotations
 
 import ast
-import copy
+import math
 from pathlib import Path
 
 import pytest
@@ -210,3 +210,49 @@ def test_one_evaluator_computes_the_follow_rate():
     for module in ("experiments/core.py", "experiments/mitigation.py"):
         text = (PACKAGE / module).read_text()
         assert "make_evaluator(" in text and "def predict(" not in text, module
+
+
+def test_the_evaluator_takes_the_reference_path_unless_asked(views, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the fast path was taken")
+
+    monkeypatch.setattr(core, "predict_fused", refuse)
+    assert make_evaluator(views)(stub(CFG, "label")) == TRUE
+    with pytest.raises(AssertionError, match="fast path"):
+        make_evaluator(views, fast=True)(stub(CFG, "label"))
+
+
+def test_weight_diagnostics_by_hand():
+    net = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        net.weight.copy_(torch.tensor([[6.0, 8.0]]))
+    got = core.weight_stats(net, {"weight": torch.tensor([[3.0, 4.0]])})
+    assert got == {"weight_distance": pytest.approx(1.0), "weight_norm": pytest.approx(10.0)}  # |(3, 4)| / |(3, 4)|
+    half = core.weight_stats(net, {"weight": torch.tensor([[4.0, 8.0]])})
+    assert half["weight_distance"] == pytest.approx(2.0 / math.hypot(4.0, 8.0))
+    assert core.weight_stats(net, {"weight": torch.zeros(1, 2)}) == {"weight_distance": 0.0,
+                                                                      "weight_norm": pytest.approx(10.0)}
+
+
+def test_the_monitor_uses_its_images_per_class(views, monkeypatch):
+    seen = {}
+    real_evaluator, real_logits = core.make_evaluator, core.logits
+
+    def evaluator(test, **kw):
+        seen["test"] = {k: len(v[0]) for k, v in test.items()}
+        return real_evaluator(test, **kw)
+
+    def logits(model, x, **kw):
+        seen["train"] = len(x)
+        return real_logits(model, x, **kw)
+
+    monkeypatch.setattr(core, "make_evaluator", evaluator)
+    monkeypatch.setattr(core, "logits", logits)
+    monitor, _ = make_monitor(CFG, DATA, views, torch.device("cpu"))
+    monitor(stub(CFG, "label"), 0, {})
+    k = CFG.monitor_per_class
+    assert seen == {"test": {"clean": k * K, "mismatched": k * K}, "train": 2 * k * K}  # clean and patterned
+    big = core.replace(CFG, monitor_per_class=1000)  # more than a class has: all of it
+    monitor, _ = make_monitor(big, DATA, views, torch.device("cpu"))
+    monitor(stub(CFG, "label"), 0, {})
+    assert seen == {"test": {"clean": 10 * K, "mismatched": 10 * K}, "train": 2 * 12 * K}

@@ -1,6 +1,7 @@
-"""The rules that predate the analysis plan and still shape pages (the claims, the mechanism chapter's exploratory
-design, the mitigation chapter's recovery figure): their constants as the pages state them, and their comparisons at
-the edges (issue 25: thresholds moved, ``>`` made ``>=``, a mean over seeds taken from one seed)."""
+"""The rules that predate the analysis plan and still shape pages (the claims module's helpers, the mechanism
+chapter's exploratory design, the mitigation chapter's recovery figure): their constants as the pages state them, and
+their comparisons at the edges (issue 25: thresholds moved, ``>`` made ``>=``, a mean over seeds taken from one
+seed)."""
 from __future__ import annotations
 
 import pandas as pd

@@ -810,24 +810,44 @@ def test_mitigation_key_result_carries_every_label():
 
 # =============================================================== the older rules still on the pages, at their edges
 
-def _seed_frame(follow_means: dict) -> pd.DataFrame:
-    return pd.DataFrame([{"finetune_lr": lr, "quantity": "follow_pattern", "mean": m, "ci_low": m - 0.05,
-                          "ci_high": m + 0.05, "seeds": 3} for lr, m in follow_means.items()])
+def _summary(follow_by_lr: dict, seeds=SEEDS) -> pd.DataFrame:
+    """Rows of ``analysis.summary_frame`` (one per seed and rate): the pattern run's final follow rate, per seed."""
+    return pd.DataFrame([{"finetune_lr": lr, "seed": s, "follow_pattern": f[i] if isinstance(f, tuple) else f,
+                          "clean_control": 0.6, "clean_pattern": 0.3}
+                         for lr, f in follow_by_lr.items() for i, s in enumerate(seeds)])
 
 
 def test_claim_2_holds_partly_and_fails_at_its_edges():
     from erosion_utils.report import claims
 
-    assert (claims.FOLLOW_THRESHOLD, claims.FOLLOW_PARTIAL) == (0.90, 0.50)  # as the Claims page states them
+    follows, partly = th("claim2.reliance", "follows"), th("claim2.reliance", "partly")
     c = claims.claim_pattern_reliance
-    assert c(_seed_frame({0.1: 0.90}))["verdict"] == "reproduced"  # at least 0.9
-    assert c(_seed_frame({0.1: 0.899}))["verdict"] == "partly reproduced"
-    assert c(_seed_frame({0.1: 0.50}))["verdict"] == "partly reproduced"  # at least 0.5: partly
-    assert c(_seed_frame({0.1: 0.499}))["verdict"] == "not reproduced"
-    mixed = c(_seed_frame({0.01: 0.3, 0.1: 0.95}))
+    assert c(_summary({0.1: follows + 2 * P}))["verdict"] == "reproduced"
+    assert c(_summary({0.1: follows}))["verdict"] == "inconclusive"
+    assert c(_summary({0.1: follows - 2 * P}))["verdict"] == "partly reproduced"
+    assert c(_summary({0.1: partly + 2 * P}))["verdict"] == "partly reproduced"
+    assert c(_summary({0.1: partly}))["verdict"] == "inconclusive"
+    assert c(_summary({0.1: partly - 2 * P}))["verdict"] == "not reproduced"
+    assert c(_summary({0.1: 0.99}, seeds=(3, 4)))["verdict"] == "inconclusive"
+    mixed = c(_summary({0.01: 0.3, 0.1: 0.95}))
     assert mixed["verdict"] == "partly reproduced"
     assert mixed["per_lr"][0.01]["status"] == "fails" and mixed["per_lr"][0.1]["status"] == "holds"
-    assert c(_seed_frame({0.01: 0.3, 0.1: 0.6}))["per_lr"][0.1]["status"] == "partly"
+    assert c(_summary({0.01: 0.3, 0.1: 0.6}))["per_lr"][0.1]["status"] == "partly"
+    spread = c(_summary({0.1: (0.85, 0.95, 0.99)}))["per_lr"][0.1]  # seeds that differ: by hand
+    sd = math.sqrt(((0.85 - 0.93) ** 2 + (0.95 - 0.93) ** 2 + (0.99 - 0.93) ** 2) / 2)
+    assert spread["follow_mean"] == pytest.approx(0.93) and spread["ci_high"] == 1.0
+    assert spread["ci_low"] == pytest.approx(0.93 - T_975_2 * sd / math.sqrt(3))
+    assert spread["status"] == "inconclusive"  # 0.77 to 1: straddles 0.9
+
+
+def test_claim_1_at_its_edges():
+    from erosion_utils.report import claims
+
+    t = th("claim1.erosion", "erosion")
+    for erosion, outcome in ((t + 2 * P, "holds"), (t, "inconclusive"), (t - 2 * P, "does not hold")):
+        got = claims.erosion_verdict({s: 0.6 for s in SEEDS}, {s: 0.6 - erosion for s in SEEDS}, [])
+        assert got.outcome == outcome, erosion
+    assert claims.erosion_verdict({3: 0.9, 4: 0.9}, {3: 0.1, 4: 0.1}, []).outcome == "inconclusive"
 
 
 def test_exploratory_instability_rule_at_its_spike_share_and_two_thirds():

@@ -176,10 +176,15 @@ def test_the_plan_constants_are_the_ones_its_rules_state():
         assert "{" not in r.words() and "{" not in r.statistic_words(), r.id
 
 
-def test_excludes_zero():
-    assert V.excludes_zero(iv(0.001, 0.2)) == "yes" and V.excludes_zero(iv(-0.2, -0.001)) == "yes"
-    assert V.excludes_zero(iv(0.0, 0.2)) == "no" and V.excludes_zero(iv(-0.2, 0.0)) == "no"
+def test_excludes_zero_with_the_plans_precision():
+    """Zero is the threshold of the regression's rule: an interval end within the precision of it touches it, so the
+    outcome is inconclusive (the plan: no verdict hinges on a float comparison closer than the precision)."""
+    assert V.excludes_zero(iv(2 * P, 0.2)) == "yes" and V.excludes_zero(iv(-0.2, -2 * P)) == "yes"
+    assert V.excludes_zero(iv(-2 * P, 0.2)) == "no" and V.excludes_zero(iv(-0.2, 2 * P)) == "no"
     assert V.excludes_zero(iv(-0.1, 0.1)) == "no"
+    for lo, hi in ((0.0, 0.2), (P, 0.2), (P / 2, 0.2), (-P, 0.2), (-0.2, 0.0), (-0.2, -P), (-0.2, P / 2),
+                   (-P / 2, P / 2)):
+        assert V.excludes_zero(iv(lo, hi)) == "inconclusive", (lo, hi)
     assert V.excludes_zero(iv(0.1, 0.2, n=plan.MIN_SEEDS - 1)) == "inconclusive"
     assert V.excludes_zero(V.Interval(0.1, math.nan, math.nan, 5, "x")) == "inconclusive"
 
@@ -318,3 +323,122 @@ def test_without_git_the_ledger_dates_the_rules(monkeypatch):
                 assert entry["since"] is None
     finally:
         planlog.history.cache_clear()
+
+
+# ------------------------------------------------------------- the intervals' edges (from the mutation run)
+
+T_975_1 = 12.706204736174698  # Student-t 97.5% quantile, 1 degree of freedom (tables: 12.71)
+
+
+def test_two_seeds_give_an_interval_and_every_method_is_named():
+    two = V.t_interval([0.1, 0.3])
+    assert two.n == 2 and two.hi - 0.2 == pytest.approx(T_975_1 * math.sqrt(0.02) / math.sqrt(2))
+    assert V.paired({0: 0.5, 1: 0.4}, {0: 0.1, 1: 0.2}).method == "paired_t"
+    low = V.paired({0: 0.0, 1: 0.0, 2: 0.0}, {0: 1.0, 1: 0.4, 2: 0.9})  # differences -1, -0.4, -0.9
+    assert low.lo == -1.0 and low.estimate == pytest.approx(-2.3 / 3)
+    assert V.bootstrap_ratio({}, {}).method == V.bootstrap_ratio({0: 1.0}, {0: 2.0}).method == "bootstrap_ratio"
+    one = V.bootstrap_ratio({0: 1.0}, {0: 2.0})
+    assert one.n == 1 and one.estimate == 0.5
+    unit = V.bootstrap_ratio({0: 0.2, 1: 0.4, 2: 0.3}, {0: 0.5, 1: 1.5, 2: 1.0})  # the denominators' mean is 1
+    assert unit.estimate == pytest.approx(0.3)
+    assert V.Interval(0.3, math.nan, 0.5, 2, "x").text() == "0.300 (2 seeds: no interval)"
+    assert V.Interval(0.3, 0.1, math.nan, 2, "x").text() == "0.300 (2 seeds: no interval)"
+
+
+def test_bootstrap_ratio_is_the_percentile_interval_of_seeded_pair_resamples():
+    num = {0: 0.01, 1: 0.05, 2: 0.02, 3: 0.06, 4: 0.03}
+    den = {0: 0.04, 1: 0.05, 2: 0.06, 3: 0.07, 4: 0.03}
+    got = V.bootstrap_ratio(num, den, resamples=2000, seed=3)
+    x, y = np.array(list(num.values())), np.array(list(den.values()))
+    idx = np.random.default_rng(3).integers(0, 5, size=(2000, 5))
+    ratios = x[idx].mean(1) / y[idx].mean(1)
+    assert (got.lo, got.hi) == (pytest.approx(np.quantile(ratios, 0.025)), pytest.approx(np.quantile(ratios, 0.975)))
+    both = V.bootstrap_ratio({0: 0.0, 1: 1.0}, {0: 1.0, 1: 1.0})  # resamples: 0, 0.5 or 1
+    assert (both.lo, both.hi) == (0.0, 1.0)
+    two = V.bootstrap_ratio({0: 0.1, 1: 0.3}, {0: 0.2, 1: 0.4})
+    assert two.n == 2 and not math.isnan(two.lo)
+
+
+def test_seed_bootstrap_fit_is_the_percentile_interval_of_whole_seeds():
+    rng = np.random.default_rng(5)
+    runs = [{"seed": s, "x": x, "y": (0.5 + 0.1 * s) * x + rng.normal(0, 0.01)} for s in range(3) for x in (0, 1, 2)]
+    got = V.seed_bootstrap_fit(runs, ("x",), "y", resamples=300, seed=2)["x"]
+    slopes = {s: np.polyfit([r["x"] for r in runs if r["seed"] == s], [r["y"] for r in runs if r["seed"] == s], 1)[0]
+              for s in range(3)}
+    draws, pick_rng = [], np.random.default_rng(2)
+    for _ in range(300):
+        pick = pick_rng.integers(0, 3, 3)
+        rows = [r for i in pick for r in runs if r["seed"] == i]
+        draws.append(np.polyfit([r["x"] for r in rows], [r["y"] for r in rows], 1)[0])
+    assert got.lo == pytest.approx(np.quantile(draws, 0.025)) and got.hi == pytest.approx(np.quantile(draws, 0.975))
+    assert min(slopes.values()) - 1e-9 <= got.lo < got.hi <= max(slopes.values()) + 1e-9  # whole seeds resampled
+    two = V.seed_bootstrap_fit([r for r in runs if r["seed"] < 2], ("x",), "y", resamples=100)["x"]
+    assert two.n == 2 and not math.isnan(two.lo)
+    three_rows = V.seed_bootstrap_fit(runs[:2] + runs[3:4], ("x",), "y")["x"]  # 3 rows, 2 coefficients: fits
+    assert not math.isnan(three_rows.estimate)
+    just = V.seed_bootstrap_fit(runs[:2], ("x",), "y")["x"]  # 2 rows for 2 coefficients: no residual, no fit
+    assert math.isnan(just.estimate) and just.method == "seed_bootstrap_coef"
+    one_seed = V.seed_bootstrap_fit(runs[:3], ("x",), "y")["x"]
+    assert one_seed.n == 1 and one_seed.method == "seed_bootstrap_coef" and math.isnan(one_seed.lo)
+
+
+def _flip_at(grid_index: int, below: bool):
+    """A decision that reads 'a' from the sensitivity grid point ``grid_index`` on (or, ``below``, up to it)."""
+    t = plan.rule("mechanism.cell").thresholds["erosion"]
+    cut = float(np.linspace((1 - plan.SENSITIVITY) * t, (1 + plan.SENSITIVITY) * t, 101)[grid_index])
+
+    def decide(ivs, th):
+        inside = th["erosion"] <= cut if below else th["erosion"] >= cut
+        return ("a" if inside else "b"), {}
+
+    return V.judge("mechanism.cell", lambda lv: {}, decide)
+
+
+def test_fragile_exactly_at_ten_percent_and_the_sensitivity_words():
+    assert not _flip_at(40, below=False).fragile  # the same from 0.9 t up: it changes outside +-10%
+    assert _flip_at(41, below=False).fragile
+    assert not _flip_at(60, below=True).fragile  # the same up to 1.1 t
+    assert _flip_at(59, below=True).fragile
+    up = _flip_at(40, below=False)
+    assert up.sensitivity == "erosion: the same from 0.09 to 0.15; reads 'b' below 0.09"
+    down = _flip_at(99, below=True)
+    assert down.sensitivity == "erosion: the same from 0.05 to 0.149; reads 'b' above 0.149"
+
+
+def test_level_scan_fragile_only_at_90_and_99_percent():
+    def at(outcomes: dict):
+        return V.judge("mechanism.noise_steps", lambda lv: {"lv": iv(lv, lv)},
+                       lambda ivs, th: (outcomes[ivs["lv"].lo], {}))
+
+    assert not at({0.8: "x", 0.9: "y", 0.95: "y", 0.99: "y"}).fragile  # changes only at 80%
+    assert at({0.8: "y", 0.9: "y", 0.95: "y", 0.99: "x"}).fragile
+    assert at({0.8: "y", 0.9: "x", 0.95: "y", 0.99: "y"}).fragile
+    mixed = V.judge("claim4.features", lambda lv: {"probe": iv(0.2, 0.3)},  # a zero and a nonzero threshold
+                    lambda ivs, th: (V.above(ivs["probe"], th["probe"]), {}))
+    assert mixed.sensitivity == ("probe: the same from 0.025 to 0.075 (±50%); "
+                                 "interval level: the same at 80%, 90%, 95%, 99%")
+
+
+def test_tag_describe_and_intervals_text_word_for_word():
+    v = V.Verdict("mechanism.cell", "erodes", {"erosion": V.Interval(0.2, 0.15, 0.25, 3, "paired_t"),
+                                              "follow rate": V.Interval(0.9, 0.8, 1.0, 3, "t_rate")},
+                  sensitivity="erosion: the same from 0.05 to 0.15 (±50%)", label="confirmatory",
+                  label_reason="all 6 of its results were computed after its rule took its current form", seeds=(3, 4, 5))
+    assert v.tag() == "**erodes** (confirmatory)" and v.title == "A setting erodes"
+    assert V.intervals_text(v) == "erosion 0.200 [0.150, 0.250]; follow rate 0.900 [0.800, 1.000]"
+    assert V.describe(v) == ("**erodes** (confirmatory): erosion 0.200 [0.150, 0.250]; follow rate 0.900 [0.800, "
+                             "1.000] (95% intervals over 3 seeds). Sensitivity: erosion: the same from 0.05 to 0.15 "
+                             "(±50%). Confirmatory: all 6 of its results were computed after its rule took its "
+                             "current form.")
+    assert V.describe(v, ["erosion"], seeds=False) == (
+        "**erodes** (confirmatory): erosion 0.200 [0.150, 0.250] (95% intervals). Sensitivity: erosion: the same "
+        "from 0.05 to 0.15 (±50%). Confirmatory: all 6 of its results were computed after its rule took its current "
+        "form.")
+    bare = V.Verdict("mechanism.cell", "inconclusive", fragile=True, label_reason="it uses no results")
+    assert bare.tag() == "**inconclusive** (exploratory, fragile)"
+    assert V.describe(bare) == "**inconclusive** (exploratory, fragile). Exploratory: it uses no results."
+    bare.sensitivity = "erosion: x"
+    assert V.describe(bare, [], seeds=True) == ("**inconclusive** (exploratory, fragile). Sensitivity: erosion: x — "
+                                                "**fragile**. Exploratory: it uses no results.")
+    one = V.Verdict("mechanism.cell", "erodes", seeds=(3,), label_reason="r")
+    assert V.describe(one).startswith("**erodes** (exploratory) over 1 seed.")
