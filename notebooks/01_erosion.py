@@ -75,7 +75,8 @@ traj = analysis.trajectory_frame(runs)
 summary = analysis.summary_frame(runs)
 stats = analysis.rate_stats(analysis.seed_table(summary))
 used = [r[k] for r in runs for k in ("pretrain", "pattern", "control")]
-glue("key_erosion", prose.erosion_key(stats, profile))
+claim1 = claims.claim_accuracy_drop(summary, runs)
+glue("key_erosion", prose.erosion_key(stats, profile, claim1))
 display(Markdown(f"{profile_note(profile)} {compute_note(used)} {prose.rates_sentence(lrs)} "
                  f"{'It is' if len(lrs) == 1 else 'Each rate is'} run with {plural(len(seeds), 'seed', one_word=True)} "
                  f"({', '.join(map(str, seeds))})."))
@@ -91,7 +92,6 @@ display(figure("fig_erosion", plots.erosion_headline(traj),
                "Clean test accuracy over fine-tuning steps (log-scaled after step 1) for the pattern run and the clean "
                f"control, both from the same pretrained weights ({styles}); {panels}. {line} {scale.capitalize()}.",
                "fig-erosion"))
-claim1 = claims.claim_accuracy_drop(summary, runs)
 display(Markdown(prose.erosion_paragraphs(stats, claim1) if stats else
                  "No rate has results: see the missing results above."))
 

@@ -93,13 +93,15 @@ from erosion_utils.report import mechanism_verdicts as mv
 from erosion_utils.report import plots
 from erosion_utils.report import verdicts as V
 from erosion_utils.report.claims import EROSION_THRESHOLD
-from erosion_utils.report.pages import (compute_note, figure, fold, glue, missing_table, parameters_table, pending_note,
-                                        profile_note, provenance_table, table)
+from erosion_utils.profiles import parameter_names
+from erosion_utils.report.pages import (compute_note, figure, fold, given_parameters, glue, missing_table,
+                                        parameters_table, pending_note, profile_note, provenance_table, rerun_box, table)
 from erosion_utils.report.plan import rule
 from erosion_utils.report.words import ci_phrase, epochs, join_values, plural
 
 plots.setup()
 run = resolve_notebook("mechanism", globals())
+given = given_parameters(globals(), parameter_names("mechanism"))  # for the rerun box
 ex = run.extras
 ref_batch = run.config.finetune_batch_size
 ctx = Context.for_profile(profile)
@@ -227,14 +229,15 @@ if len(timing):
 arm_rows = []
 for name, s in arms:
     d = inst.details.get("arms", {}).get(name, {})
-    arm_rows.append({"arm": name, "seeds": len(s.seeds),
-                     "peak loss, pattern": inst.intervals.get(f"{name}: peak (pattern)", V.NO_VALUE).text(2),
-                     "peak loss, control": inst.intervals.get(f"{name}: peak (control)", V.NO_VALUE).text(2),
-                     "weight distance, control": inst.intervals.get(f"{name}: distance (control)", V.NO_VALUE).text(3),
+    peaks = [inst.intervals.get(f"{name}: peak ({w})", V.NO_VALUE) for w in ("pattern", "control")]
+    arm_rows.append({"arm": name,
+                     "peak loss: pattern / control": " / ".join(f"{p.estimate:.2f}" for p in peaks),
                      "erosion": inst.intervals.get(f"{name}: erosion", V.NO_VALUE).text(),
-                     "removes the spike": "—" if not d else ("yes" if d["calm"] else "no"),
+                     "spike removed": "—" if not d else ("yes" if d["calm"] else "no"),
                      "still trains": "—" if not d else ("yes" if d["moved"] else "no")})
-display(table(pd.DataFrame(arm_rows)) if arm_rows else Markdown("The intervention arms are missing."))
+display(table(pd.DataFrame(arm_rows), caption=f"The arms at the eroding setting (mean over seeds; erosion: mean [95% "
+                                              f"interval]); the intervals of every quantity are in the verdict below")
+        if arm_rows else Markdown("The intervention arms are missing."))
 display(Markdown(f"Verdict on H1: " + V.describe(inst, [k for k in inst.intervals if k.endswith("erosion")])
                  + (f" The control at lr 0.03 moved {inst.details['reference_distance']:.3f} (mean relative distance)."
                     if inst.details.get("reference_distance", float("nan")) >= 0 else "")))
@@ -275,6 +278,7 @@ display(figure("fig_mech_regression", figs.regression_scatter(reg_runs),
                f"Erosion of every confirmatory map run outside both-collapse cells against lr/batch (left) and the number "
                f"of optimiser steps (right), coloured by batch size ({scale}).", "fig-mech-regression"))
 follow_fit = mv.noise_steps_verdict(sets, cells, y="follow") if reg_runs else None
+glue("disc_mechanism", mv.discussion(inst, drift, noise, cells, timing, scale))
 display(Markdown(f"Coefficients for erosion (per doubling): {V.intervals_text(noise)}. "
                  + (f"For the follow rate: {V.intervals_text(follow_fit)} (not a verdict). " if follow_fit else "")
                  + "Verdict: " + V.describe(noise)))
@@ -321,11 +325,27 @@ display(figure("fig_mech_long", figs.duration_curves(rows),
 # ## Parameters and provenance
 
 # %% tags=["hide-input"]
-display(fold(table(cells.assign(
-    erosion=cells.erosion.map(lambda i: i.text()), control_loss=cells.control_loss.map(lambda i: i.text()),
-    follow=cells.follow.map(lambda i: i.text()), groups=cells.groups.map(", ".join))[
-    ["groups", "finetune_lr", "finetune_batch_size", "finetune_epochs", "finetune_warmup_epochs", "finetune_clip_norm",
-     "seeds", "erosion", "cell", "collapse", "follow"]]) if len(cells) else Markdown(""),
-             f"Every confirmatory setting ({plural(len(cells), 'setting')}: 95% intervals over seeds, verdicts)"))
+
+
+def setting_words(r) -> str:
+    extra = [f"{r.finetune_epochs:g} epochs"] + ([f"warm-up {r.finetune_warmup_epochs:g}"] if r.finetune_warmup_epochs
+                                                 else []) + ([f"clip {r.finetune_clip_norm:g}"] if r.finetune_clip_norm
+                                                             else [])
+    return f"lr {r.finetune_lr:g}, batch {int(r.finetune_batch_size)}, " + ", ".join(extra)
+
+
+if len(cells):
+    display(fold(table(pd.DataFrame([{"setting": setting_words(r), "seeds": r.seeds, "erosion": r.erosion.text(),
+                                      "verdict": f"{r.cell} ({r.cell_label})", "follow rate": r.follow.text()}
+                                     for r in cells.itertuples()])),
+                 f"Every confirmatory setting ({plural(len(cells), 'setting')}: mean [95% interval] over seeds)"))
+cpu_run = resolve("mechanism", "cpu")
+cpu_rows = [] if profile == "cpu" else (
+    mechanism_experiment(cpu_run.config, cpu_run.extras, Context(compute=False), confirmatory=True)
+    + mechanism_experiment(cpu_run.config, cpu_run.extras, Context(compute=False)))
+cpu_rows = cpu_rows or confirm_rows + rows
+display(rerun_box("05_mechanism", profile, given,
+                  [r[k] for r in cpu_rows if not r.get("missing") for k in ("pretrain", "pattern", "control")],
+                  sum(bool(r.get("missing")) for r in cpu_rows), used))
 display(parameters_table(run))
 display(provenance_table(used))

@@ -96,13 +96,15 @@ from erosion_utils.report import mitigation_figures as figs
 from erosion_utils.report import mitigation_verdicts as mv
 from erosion_utils.report import plots
 from erosion_utils.report import verdicts as V
-from erosion_utils.report.pages import (compute_note, figure, fold, glue, missing_table, parameters_table, pending_note,
-                                        profile_note, provenance_table, table)
+from erosion_utils.profiles import parameter_names
+from erosion_utils.report.pages import (compute_note, figure, fold, given_parameters, glue, missing_table,
+                                        parameters_table, pending_note, profile_note, provenance_table, rerun_box, table)
 from erosion_utils.report.plan import rule
 from erosion_utils.report.words import epochs, fmt, fmt_value, join_values, plural
 
 plots.setup()
 run = resolve_notebook("mitigation", globals())
+given = given_parameters(globals(), parameter_names("mitigation"))  # for the rerun box
 ex = run.extras
 ctx = Context.for_profile(profile)
 pilot_rows = mit.recipe_pilot(run.config, ex, ctx)
@@ -250,13 +252,14 @@ if len(per_seed):
     def steps_cell(v, total):
         return f"> {int(total)}" if v is None or v != v else str(int(v))
 
-    display(table(pd.DataFrame([{"seed": r.seed, "target": fmt(r.target), "eroded at start": fmt(r.start),
-                                 "steps: eroded": steps_cell(r.steps_eroded, r.recovery_steps),
-                                 "steps: last stage re-init.": steps_cell(r.steps_reinit_1, r.recovery_steps),
-                                 "steps: last two re-init.": steps_cell(r.steps_reinit_2, r.recovery_steps),
-                                 "steps: scratch": steps_cell(r.steps_scratch, r.scratch_steps), "verdict": r.verdict}
+    display(table(pd.DataFrame([{"seed": r.seed, "target": fmt(r.target),
+                                 "eroded": steps_cell(r.steps_eroded, r.recovery_steps),
+                                 "1 stage re-init.": steps_cell(r.steps_reinit_1, r.recovery_steps),
+                                 "2 stages re-init.": steps_cell(r.steps_reinit_2, r.recovery_steps),
+                                 "scratch": steps_cell(r.steps_scratch, r.scratch_steps), "verdict": r.verdict}
                                 for r in per_seed.itertuples()]),
-                  caption="Recovery per seed (steps to the target on the evaluation grid)"))
+                  caption="Recovery per seed: steps to the target (the pretrained network's clean accuracy) on the "
+                          "evaluation grid; '> n': not within the n steps of the run"))
     display(Markdown("Verdict: " + V.describe(rec)))
 else:
     display(Markdown("The recovery results are missing."))
@@ -324,10 +327,14 @@ srec = {lr: mv.same_data_recovery_verdict(recovery_rows, lr) for lr in mit.recov
 display(Markdown("Per seed, by the plan's rule for this design: " + "; ".join(
     f"at recovery rate {fmt_value(lr)}: **{v.outcome}** ({v.label})" for lr, v in srec.items()) + "."))
 glue("key_mitigation", mv.key_result(answer, gain, terosion, rec, scale) if gain else f"not computed at the {scale}")
+glue("disc_mitigation", mv.discussion(answer_text(), rec, {lab: v for lab, (o, v) in confi.items() if lab != "baseline"},
+                                      scale))
 
 # %% [markdown]
 # ## Parameters and provenance
 
 # %% tags=["hide-input"]
+display(rerun_box("06_mitigation", profile, given, used if profile == "cpu" else None, len(missing) if profile == "cpu"
+                  else 0, used))
 display(parameters_table(run))
 display(provenance_table(used))

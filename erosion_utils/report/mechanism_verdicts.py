@@ -397,3 +397,41 @@ def key_result(instability: V.Verdict, drift: V.Verdict, noise: V.Verdict, scale
     n = len(set(instability.seeds) | set(noise.seeds))
     return (f"{part(INSTABILITY_WORDS, instability)}; {part(DRIFT_WORDS, drift)}; {part(NOISE_WORDS, noise)} "
             f"({scale}, {n} seeds)")
+
+
+def discussion(instability: V.Verdict, drift: V.Verdict, noise: V.Verdict, table: pd.DataFrame,
+               timing_table: pd.DataFrame, scale: str) -> str:
+    """Plain sentences for the Discussion: what the confirmatory design found, with its numbers, labels and scale."""
+    if table.empty:
+        return f"The mechanism chapter's confirmatory results are missing at the {scale}."
+    grid = table[table.groups.map(lambda g: "confirm_map" in g)]
+    n = int(grid.seeds.min()) if len(grid) else 0
+    eroding = grid[grid.cell == "erodes"]
+    collapsed = grid[grid.cell == "both collapse"]
+    text = [f"At the {scale} ({n} seeds per setting), erosion holds in {len(eroding)} of the map's {len(grid)} "
+            f"settings" + (f", and in {len(collapsed)} more the clean control collapses too, so nothing is judged "
+                           f"there" if len(collapsed) else "") + "."]
+    arms = instability.details.get("arms", {})
+    qualifying = [a for a, d in arms.items() if d["calm"] and d["moved"]]
+    if qualifying:
+        eros = "; ".join(f"{a}: erosion {instability.intervals[f'{a}: erosion'].text()}" for a in qualifying)
+        text.append(f"Where clipping removed the loss spike and the network still trained ({eros}), "
+                    f"{INSTABILITY_WORDS.get(instability.outcome, instability.outcome)} ({instability.label}).")
+    else:
+        text.append(f"{INSTABILITY_WORDS.get(instability.outcome, instability.outcome).capitalize()} "
+                    f"({instability.label}).")
+    crossed = timing_table[timing_table.order != "no crossing"] if len(timing_table) else timing_table
+    if len(crossed):
+        first = int((crossed.order == "peak first").sum())
+        text.append(f"In {first} of {len(crossed)} eroding runs whose follow rate crossed 0.5 the loss peaked first "
+                    f"(to within the monitor's resolution).")
+    states = drift.details.get("rates", {})
+    if states:
+        text.append("At the calm candidates, " + "; ".join(f"lr {lr:g}: {st}" for lr, st in states.items())
+                    + f", so {DRIFT_WORDS.get(drift.outcome, drift.outcome)} ({drift.label}).")
+    coef = {k: iv for k, iv in noise.intervals.items()}
+    if coef:
+        text.append(f"Per doubling of lr/batch erosion changes by {coef['log2_lr_per_batch'].text()} and per doubling of "
+                    f"the steps by {coef['log2_steps'].text()}: {NOISE_WORDS.get(noise.outcome, noise.outcome)} "
+                    f"({noise.label}).")
+    return " ".join(text)

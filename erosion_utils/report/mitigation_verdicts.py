@@ -347,3 +347,20 @@ def key_result(answer: dict, gain: V.Verdict, erosion: V.Verdict, recovery: V.Ve
                f"({answer['best_row']['label']})" if best else "no option both keeps half the gain and ignores the "
                "shortcut"))
     return head + f"; recovery: {recovery.outcome} ({recovery.label})"
+
+
+def discussion(answer_text: str, recovery: V.Verdict, same_data: dict, scale: str) -> str:
+    """Plain sentences for the Discussion: the transfer setting's answer, recovery, and what the paper's setting
+    shows by contrast (``same_data``: option label -> its Verdict in the confirmatory seeds)."""
+    text = [answer_text]
+    counts = recovery.details.get("counts", {})
+    if counts:
+        text.append("After erosion, on clean data, " + ", ".join(f"{n} of {recovery.details['seeds']} seeds show "
+                                                                  f"{v}" for v, n in counts.items())
+                    + f" ({recovery.label}).")
+    prevent = [label for label, v in same_data.items() if v.outcome == "prevents"]
+    if prevent:
+        text.append(f"In the paper's setting, where fine-tuning has nothing to teach, {', '.join(prevent)} "
+                    f"{'prevents' if len(prevent) == 1 else 'prevent'} erosion by the plan's rule ({scale}); the "
+                    f"transfer setting shows what that costs.")
+    return " ".join(t for t in text if t)

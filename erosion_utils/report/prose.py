@@ -84,16 +84,20 @@ def erosion_paragraphs(rate_stats: dict[float, dict], claim1: dict | None = None
     return "\n\n".join(erosion_paragraph(lr, s, claim1) for lr, s in sorted(rate_stats.items()))
 
 
-def erosion_key(rate_stats: dict[float, dict], profile: str) -> str:
-    """Plain text for the Key results box: erosion (with its interval) and follow rate at every rate."""
+def erosion_key(rate_stats: dict[float, dict], profile: str, claim1: dict | None = None) -> str:
+    """Plain text for the Key results box: erosion (with its interval), claim 1's outcome and label by the analysis
+    plan, and the follow rate at every rate, with the scale."""
     if not rate_stats:
-        return f"missing: no cached results for this chapter's parameters ({profile} profile)"
+        return f"missing: no cached results for this chapter's parameters ({_scale(profile)})"
     parts = []
+    words = {"holds": "erodes", "fails": "does not erode", "inconclusive": "inconclusive"}
     for lr, s in sorted(rate_stats.items()):
         ero = _q(s, "erosion")
+        v = (claim1 or {}).get("per_lr", {}).get(float(lr))
+        verdict = f" ({words[v['status']]}, {v['label']})" if v else ""
         parts.append(f"at lr {fmt_value(lr)}, erosion {ci_phrase(ero['mean'], ero['ci_low'], ero['ci_high'], ero['seeds'])}"
-                     f" and follow rate {fmt(_q(s, 'follow_pattern')['mean'])}")
-    return "; ".join(parts) + f" ({profile} profile)"
+                     f"{verdict} and follow rate {fmt(_q(s, 'follow_pattern')['mean'])}")
+    return "; ".join(parts) + f" ({_scale(profile)})"
 
 
 # ------------------------------------------------------------------------------------------------------ breadth
@@ -169,11 +173,13 @@ def pattern_visibility_sentence(layers: pd.DataFrame) -> str:
 def representation_key(claim4: dict, profile: str, arch: str | None = None) -> str:
     """Plain text for the Key results box: the largest per-layer probe loss at every rate."""
     if not claim4["per_lr"]:
-        return f"missing: no cached results for this chapter's parameters ({profile} profile)"
-    parts = [f"at lr {fmt_value(lr)}, {fmt(v['max_probe_drop'])} at {layer_name(v['max_drop_layer'], arch)}"
+        return f"missing: no cached results for this chapter's parameters ({_scale(profile)})"
+    words = {"holds": "features erode", "fails": "no erosion of features", "inconclusive": "inconclusive"}
+    parts = [f"at lr {fmt_value(lr)}, {fmt(v['max_probe_drop'])} at {layer_name(v['max_drop_layer'], arch)} "
+             f"({words[v['status']]}, {plural(v['seeds'], 'seed')}, {v['label']})"
              for lr, v in sorted(claim4["per_lr"].items())]
     return "largest per-layer loss of clean-label probe accuracy against the control: " + "; ".join(parts) + \
-        f" ({profile} profile)"
+        f" ({_scale(profile)})"
 
 
 # ------------------------------------------------------------------------------------------------------- claims
