@@ -72,8 +72,18 @@ def _paper(args) -> int:
     from .cache import CheckpointCache, ResultCache, results_root
     from .executors import make_executor
     from .experiments import Context
-    from .paper import run_paper
+    from .paper import dry_run, run_paper
 
+    if args.dry_run:  # what a run would compute, in order, with its estimated GPU seconds; nothing runs
+        ctx = Context(device="cpu", results=ResultCache(args.results or str(results_root(args.profile))),
+                      checkpoints=CheckpointCache(args.checkpoints), compute=False)
+        rows = dry_run(ctx, args.profile)
+        for r in rows:
+            print(f"{r['estimated_gpu_s']:9.1f} s  {r['name']}")
+        total = sum(r["estimated_gpu_s"] for r in rows)
+        print(f"{len(rows)} units not cached; about {total:.0f} GPU seconds one after another ({total / 3600:.1f} h; "
+              f"the workers executor shares the GPU between processes)")
+        return 0
     check_number("--budget-s", args.budget_s, low=0, low_inclusive=False)
     if args.device == "cuda" and args.executor != "ray" and not torch.cuda.is_available():
         raise ParameterError("--device cuda: no CUDA device is available on this machine (torch.cuda.is_available() "
@@ -149,6 +159,8 @@ def parser() -> argparse.ArgumentParser:
     q.set_defaults(func=_params)
     g = sub.add_parser("paper", help="paper-scale compute (GPU) into the results cache, within a time budget")
     g.add_argument("--budget-s", type=float, default=520.0)
+    g.add_argument("--dry-run", action="store_true",
+                   help="list the units a run would compute, in order, with their estimated GPU seconds; run nothing")
     g.add_argument("--out", default="paper-out", help="folder for results.tar.gz and paper_run.json")
     g.add_argument("--results", default=None,
                    help="results folder (default: results/; for --profile smoke the ignored .cache/smoke-results/)")

@@ -115,3 +115,14 @@ def test_paper_profile_on_cpu_trains_nothing_and_shows_what_is_missing(tmp_path,
     assert "erosion-missing" in text and "Traceback" not in text
     assert not list((tmp_path / "empty-results").rglob("*.json"))
     assert not list((tmp_path / "checkpoints").rglob("*.pt"))
+
+
+def test_paper_dry_run_command_lists_units_and_runs_nothing(tmp_path):
+    env = {**__import__("os").environ, "EROSION_PROGRESS": "0"}
+    out = subprocess.run([sys.executable, "-m", "erosion_utils", "paper", "--dry-run", "--profile", "smoke",
+                          "--results", str(tmp_path / "results"), "--checkpoints", str(tmp_path / "ck")],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert lines[-1].startswith(f"{len(all_units(paper_units('smoke')))} units not cached")
+    assert " s  pretrain " in lines[0] and not (tmp_path / "results").exists()
