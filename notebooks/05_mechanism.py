@@ -169,10 +169,13 @@ def map_sentence(grid) -> str:
     if grid.empty:
         return "The confirmatory map's results are missing."
     counts = grid.cell.value_counts().to_dict()
-    parts = [f"{plural(n, 'cell')} {w}" for w, n in sorted(counts.items(), key=lambda kv: -kv[1])]
+    verbs = {"erodes": ("erodes", "erode"), "does not erode": ("does not erode", "do not erode"),
+             "inconclusive": ("is inconclusive", "are inconclusive"),
+             "both collapse": ("is a both-collapse cell (not judged)", "are both-collapse cells (not judged)")}
+    parts = [f"{n} {verbs.get(w, (w, w))[n != 1]}" for w, n in sorted(counts.items(), key=lambda kv: -kv[1])]
     seeds = int(grid.seeds.min())
     eroding = grid[grid.cell == "erodes"]
-    at = "; ".join(f"at batch {b}: lr {join_values(sorted(g.finetune_lr))}"
+    at = "; ".join(f"at batch {int(b)}: lr {join_values(sorted(g.finetune_lr))}"
                    for b, g in eroding.groupby("finetune_batch_size")) if len(eroding) else "nowhere"
     fragile = int(grid.cell_fragile.sum())
     return (f"Of {plural(len(grid), 'cell')} ({plural(seeds, 'seed')} each at least), " + join_values(parts, formatter=str)
@@ -238,7 +241,8 @@ for name, s in arms:
 display(table(pd.DataFrame(arm_rows), caption=f"The arms at the eroding setting (mean over seeds; erosion: mean [95% "
                                               f"interval]); the intervals of every quantity are in the verdict below")
         if arm_rows else Markdown("The intervention arms are missing."))
-display(Markdown(f"Verdict on H1: " + V.describe(inst, [k for k in inst.intervals if k.endswith("erosion")])
+display(Markdown(f"Verdict on H1: " + V.describe(inst, [k for k in inst.intervals if k.endswith("erosion")]) + " "
+                 + mv.instability_arms_text(inst, SPIKE)
                  + (f" The control at lr 0.03 moved {inst.details['reference_distance']:.3f} (mean relative distance)."
                     if inst.details.get("reference_distance", float("nan")) >= 0 else "")))
 

@@ -163,8 +163,19 @@ def answer_text() -> str:
             f"follows the pattern in {base_row['follow rate'].text()} of mismatched test images and keeps "
             f"{base_row['gain kept'].text()} of the control's gain.")
     if answer["best"] is None:
-        return lead + (" No option both keeps at least half of the gain and ignores the shortcut by the plan's rule "
-                       "(the table below gives each option's numbers).")
+        opts = otable[(otable.kind != "baseline") & (otable.verdict != "not tested")]
+        ignoring = opts[opts.verdict == "ignores the shortcut, loses the gain"]
+        keeper = opts.loc[opts["gain kept"].map(lambda i: i.estimate).idxmax()] if len(opts) else None
+        text = lead + " No option both keeps at least half of the gain and clearly ignores the shortcut (the plan's rule)."
+        if len(ignoring):
+            text += (" Those that ignore it give up what fine-tuning adds: " + join_values(
+                [f"{r['option']} (gain kept {r['gain kept'].text()})" for _, r in ignoring.iterrows()],
+                formatter=str) + ".")
+        if keeper is not None and keeper["option"] not in set(ignoring.option):
+            text += (f" The option that keeps the most of the gain, {keeper['option']} ({keeper['gain kept'].text()}), "
+                     f"still follows the pattern in {keeper['follow rate'].text()} of mismatched images "
+                     f"({keeper['verdict']} by the rule).")
+        return text
     b = answer["best_row"]
     return lead + (f" **{b['option']}** keeps {b['gain kept'].text()} of the gain while following the pattern in only "
                    f"{b['follow rate'].text()} ({b['label']}); "

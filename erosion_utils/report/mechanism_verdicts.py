@@ -435,3 +435,27 @@ def discussion(instability: V.Verdict, drift: V.Verdict, noise: V.Verdict, table
                     f"the steps by {coef['log2_steps'].text()}: {NOISE_WORDS.get(noise.outcome, noise.outcome)} "
                     f"({noise.label}).")
     return " ".join(text)
+
+
+def instability_arms_text(v: V.Verdict, spike: float) -> str:
+    """Which intervention arms the instability verdict counts and which it does not, and why, with their erosion:
+    a verdict that rests on one arm says so."""
+    arms = v.details.get("arms", {})
+    if not arms:
+        return ""
+    counted = [a for a, d in arms.items() if d["calm"] and d["moved"]]
+    parts = []
+    for a, d in arms.items():
+        if a in counted:
+            continue
+        peaks = [v.intervals[f"{a}: peak ({w})"] for w in ("pattern", "control")]
+        if not d["calm"]:
+            spikes = any(p.lo > spike for p in peaks)
+            why = (f"its peak monitor loss {'exceeds' if spikes else 'reaches'} the threshold {spike:g} "
+                   f"({peaks[0].text(2)} in pattern runs, {peaks[1].text(2)} in controls)")
+        else:
+            why = "it moves its weights less than half as far as the control at lr 0.03"
+        parts.append(f"{a} ({why}; erosion {v.intervals[f'{a}: erosion'].text()})")
+    head = (f"The verdict rests on {'one arm' if len(counted) == 1 else f'{len(counted)} arms'}: "
+            f"{', '.join(counted)}." if counted else "No arm counts.")
+    return head + (" Not counted: " + "; ".join(parts) + "." if parts else "")
