@@ -283,7 +283,7 @@ display(figure("fig_mech_regression", figs.regression_scatter(reg_runs),
                f"of optimiser steps (right), coloured by batch size ({scale}).", "fig-mech-regression"))
 follow_fit = mv.noise_steps_verdict(sets, cells, y="follow") if reg_runs else None
 glue("disc_mechanism", mv.discussion(inst, drift, noise, cells, timing, scale))
-display(Markdown(f"Coefficients for erosion (per doubling): {V.intervals_text(noise)}. "
+display(Markdown(f"Coefficients for erosion: {V.intervals_text(noise)}. "
                  + (f"For the follow rate: {V.intervals_text(follow_fit)} (not a verdict). " if follow_fit else "")
                  + "Verdict: " + V.describe(noise)))
 

@@ -159,23 +159,24 @@ def answer_text() -> str:
     if gain.outcome != "something to learn":
         return (f"In the transfer setting ({scale}, {plural(n, 'seed')}), fine-tuning did not measurably gain clean "
                 f"accuracy (gain {gain.intervals['gain'].text()}), so no option can be judged on what it keeps.")
-    lead = (f"In the transfer setting ({scale}, {plural(n, 'seed')}), plain fine-tuning on the patterned images "
-            f"follows the pattern in {base_row['follow rate'].text()} of mismatched test images and keeps "
-            f"{base_row['gain kept'].text()} of the control's gain.")
+    pre = V.rate(base_opt.start)
+    lead = (f"In the transfer setting ({scale}, {plural(n, 'seed')}), plain fine-tuning on the patterned images ends at "
+            f"a clean test accuracy of {base_row['clean acc.'].text()}, below the pretrained network's {pre.text()} "
+            f"(the control gains {gain.intervals['gain'].text()} over it), and follows the pattern in "
+            f"{base_row['follow rate'].text()} of mismatched test images.")
     if answer["best"] is None:
         opts = otable[(otable.kind != "baseline") & (otable.verdict != "not tested")]
         ignoring = opts[opts.verdict == "ignores the shortcut, loses the gain"]
         keeper = opts.loc[opts["gain kept"].map(lambda i: i.estimate).idxmax()] if len(opts) else None
-        text = lead + " No option both keeps at least half of the gain and clearly ignores the shortcut (the plan's rule)."
+        text = lead + " No option both keeps at least half of the gain and clearly ignores the shortcut (the plan's rule)"
         if len(ignoring):
-            text += (" Those that ignore it give up what fine-tuning adds: " + join_values(
-                [f"{r['option']} (gain kept {r['gain kept'].text()})" for _, r in ignoring.iterrows()],
-                formatter=str) + ".")
+            text += (": those that ignore it give up what fine-tuning adds (gain kept: " + "; ".join(
+                f"{r['option']}, {r['gain kept'].text()}" for _, r in ignoring.iterrows()) + ")")
         if keeper is not None and keeper["option"] not in set(ignoring.option):
-            text += (f" The option that keeps the most of the gain, {keeper['option']} ({keeper['gain kept'].text()}), "
+            text += (f", and the one that keeps the most of the gain, {keeper['option']} ({keeper['gain kept'].text()}), "
                      f"still follows the pattern in {keeper['follow rate'].text()} of mismatched images "
-                     f"({keeper['verdict']} by the rule).")
-        return text
+                     f"({keeper['verdict']} by the rule)")
+        return text + "."
     b = answer["best_row"]
     return lead + (f" **{b['option']}** keeps {b['gain kept'].text()} of the gain while following the pattern in only "
                    f"{b['follow rate'].text()} ({b['label']}); "
@@ -231,8 +232,13 @@ if len(otable):
     shown = otable.assign(**{c: otable[c].map(lambda i: i.text()) for c in ("gain kept", "follow rate", "clean acc.")},
                           verdict=[f"{v} ({lab}{', fragile' if fr else ''})" for v, lab, fr in
                                    zip(otable.verdict, otable.label, otable.fragile)])
-    display(table(shown, ["option", "seeds", "gain kept", "follow rate", "clean acc.", "verdict"],
-                  caption=f"Transfer setting ({scale}): mean [95% interval] over seeds"))
+    n_seeds = int(otable.seeds.max())
+    display(table(shown[~shown.posthoc], ["option", "gain kept", "follow rate", "clean acc.", "verdict"],
+                  caption=f"Options during fine-tuning ({scale}, {plural(n_seeds, 'seed')}): mean [95% interval]"))
+    display(table(shown[shown.posthoc], ["option", "gain kept", "follow rate", "verdict"],
+                  caption=f"Options after fine-tuning, applied to the baseline's network ({scale}): mean [95% "
+                          f"interval]; 'not tested' where the network has not measurably moved from the pretrained one "
+                          f"(gain kept not clearly above 0)"))
     display(figure("fig_mitigation_tradeoff", figs.tradeoff(otable),
                    f"Gain kept against follow rate for every option ({scale}), with 95% intervals over seeds; filled "
                    f"markers: recommended by the plan's rule. Right and down is better; dotted: all of the control's "
@@ -264,7 +270,7 @@ if len(per_seed):
         return f"> {int(total)}" if v is None or v != v else str(int(v))
 
     display(table(pd.DataFrame([{"seed": r.seed, "target": fmt(r.target),
-                                 "eroded": steps_cell(r.steps_eroded, r.recovery_steps),
+                                 "eroded network": steps_cell(r.steps_eroded, r.recovery_steps),
                                  "1 stage re-init.": steps_cell(r.steps_reinit_1, r.recovery_steps),
                                  "2 stages re-init.": steps_cell(r.steps_reinit_2, r.recovery_steps),
                                  "scratch": steps_cell(r.steps_scratch, r.scratch_steps), "verdict": r.verdict}

@@ -398,8 +398,8 @@ def test_noise_or_steps_every_outcome(fast_bootstrap, effect, outcome):
 def test_noise_or_steps_known_coefficients_and_two_seeds(fast_bootstrap):
     sets = map_rows(lambda noise, steps: 0.3 + 0.04 * noise - 0.02 * steps, noise_sd=0.002)
     got = mv.noise_steps_verdict(sets, mv.cell_table(sets))
-    assert got.intervals["log2_lr_per_batch"].estimate == pytest.approx(0.04, abs=0.002)
-    assert got.intervals["log2_steps"].estimate == pytest.approx(-0.02, abs=0.002)
+    assert got.intervals[mv.COEFFICIENT_NAMES[0]].estimate == pytest.approx(0.04, abs=0.002)
+    assert got.intervals[mv.COEFFICIENT_NAMES[1]].estimate == pytest.approx(-0.02, abs=0.002)
     two = map_rows(lambda noise, steps: 0.3 + 0.05 * noise, seeds=(3, 4))
     assert mv.noise_steps_verdict(two, mv.cell_table(two)).outcome == "inconclusive"
     empty = mv.noise_steps_verdict({}, pd.DataFrame(columns=[*mv.SETTING, "cell"]))

@@ -295,6 +295,9 @@ def drift_verdict(sets: dict[tuple, Setting], candidates: list[float], ref_batch
 
 # ------------------------------------------------------------------------------------------- noise or steps
 
+COEFFICIENT_NAMES = ("per doubling of lr/batch", "per doubling of the steps")
+
+
 def regression_runs(sets: dict[tuple, Setting], table: pd.DataFrame) -> list[dict]:
     """One point per map run outside both-collapse settings: seed, erosion, log2(lr/batch), log2(steps)."""
     collapsed = {tuple(r[k] for k in SETTING) for _, r in table.iterrows() if r["cell"] == "both collapse"}
@@ -316,12 +319,14 @@ def noise_steps_verdict(sets: dict[tuple, Setting], table: pd.DataFrame, y: str 
     runs = regression_runs(sets, table)
     used = [e for key, s in sets.items() if "confirm_map" in s.groups for e in s.entries()]
     keys = ("log2_lr_per_batch", "log2_steps")
+    names = dict(zip(keys, COEFFICIENT_NAMES))
 
     def statistics(level: float) -> dict[str, V.Interval]:
-        return V.seed_bootstrap_fit(runs, keys, y, level) if runs else {k: V.NO_VALUE for k in keys}
+        fit = V.seed_bootstrap_fit(runs, keys, y, level) if runs else {k: V.NO_VALUE for k in keys}
+        return {names[k]: iv for k, iv in fit.items()}
 
     def decide(ivs, th):
-        noise, steps = (V.excludes_zero(ivs[k]) for k in keys)
+        noise, steps = (V.excludes_zero(ivs[names[k]]) for k in keys)
         if "inconclusive" in (noise, steps):
             return "inconclusive", {}
         return {("yes", "no"): "noise scale", ("no", "yes"): "number of steps", ("yes", "yes"): "both",
@@ -431,9 +436,9 @@ def discussion(instability: V.Verdict, drift: V.Verdict, noise: V.Verdict, table
                     + f", so {DRIFT_WORDS.get(drift.outcome, drift.outcome)} ({drift.label}).")
     coef = {k: iv for k, iv in noise.intervals.items()}
     if coef:
-        text.append(f"Per doubling of lr/batch erosion changes by {coef['log2_lr_per_batch'].text()} and per doubling of "
-                    f"the steps by {coef['log2_steps'].text()}: {NOISE_WORDS.get(noise.outcome, noise.outcome)} "
-                    f"({noise.label}).")
+        text.append(f"Per doubling of lr/batch erosion changes by {coef[COEFFICIENT_NAMES[0]].text()} and per "
+                    f"doubling of the steps by {coef[COEFFICIENT_NAMES[1]].text()}: "
+                    f"{NOISE_WORDS.get(noise.outcome, noise.outcome)} ({noise.label}).")
     return " ".join(text)
 
 

@@ -161,34 +161,49 @@ def _dodged(xs: list[float], ys: list[float], tol: float = 0.025) -> list[float]
     return out
 
 
-def tradeoff(table: pd.DataFrame) -> plt.Figure | None:
-    """Gain kept (x) against follow rate (y), one marker per option with its 95% intervals (x: seed bootstrap,
-    y: Student-t clipped to [0, 1]); recommended options filled, the others open; markers that would coincide are
-    nudged apart (the label says the value)."""
+def tradeoff(table: pd.DataFrame, x_range: tuple[float, float] = (-1.5, 1.5)) -> plt.Figure | None:
+    """Gain kept (x) against follow rate (y) with their 95% intervals: one marker per training option (filled where
+    recommended by the plan's rule, open otherwise), and the path of weight interpolation towards the pretrained
+    network (post-hoc options: a line through its alphas, batch-norm re-estimation at its end). Points beyond
+    ``x_range`` are drawn at its edge as arrows, their value in the legend; markers that would coincide are nudged."""
     done = table[table["gain kept"].map(lambda i: i.known)] if len(table) else table
     if done.empty:
         return None
     fig, (ax,) = panel_grid(1, panel_height=3.6, width=6.8)
-    xs = [r["gain kept"].estimate for _, r in done.iterrows()]
-    ys = [r["follow rate"].estimate for _, r in done.iterrows()]
+    lo_x, hi_x = x_range
+    train = done[~done.posthoc]
+    xs = [min(max(r["gain kept"].estimate, lo_x), hi_x) for _, r in train.iterrows()]
+    ys = [r["follow rate"].estimate for _, r in train.iterrows()]
     xs_d = _dodged(xs, ys)
-    colours = sns.color_palette("colorblind", len(done))
-    for k, ((_, r), x, y) in enumerate(zip(done.iterrows(), xs_d, ys)):
+    colours = sns.color_palette("colorblind", len(train))
+    for k, ((_, r), x, y) in enumerate(zip(train.iterrows(), xs_d, ys)):
         g, f = r["gain kept"], r["follow rate"]
         filled = r["verdict"] == "recommended"
-        xerr = [[max(0.0, g.estimate - g.lo)], [max(0.0, g.hi - g.estimate)]] if not math.isnan(g.lo) else None
-        yerr = [[max(0.0, f.estimate - f.lo)], [max(0.0, f.hi - f.estimate)]] if not math.isnan(f.lo) else None
-        ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt=OPTION_MARKERS[k % len(OPTION_MARKERS)], ms=7,
-                    color=colours[k], mfc=colours[k] if filled else "white", mew=1.5, capsize=2, lw=1,
-                    label=r["option"] + (" (recommended)" if filled else ""))
+        off = g.estimate < lo_x or g.estimate > hi_x
+        label = r["option"] + (" (recommended)" if filled else "") + (f" (gain kept {g.estimate:.1f}, off scale)"
+                                                                       if off else "")
+        xerr = None if off or math.isnan(g.lo) else [[max(0.0, g.estimate - max(g.lo, lo_x))],
+                                                      [max(0.0, min(g.hi, hi_x) - g.estimate)]]
+        yerr = None if math.isnan(f.lo) else [[max(0.0, f.estimate - f.lo)], [max(0.0, f.hi - f.estimate)]]
+        marker = "<" if g.estimate < lo_x else ">" if g.estimate > hi_x else OPTION_MARKERS[k % len(OPTION_MARKERS)]
+        ax.errorbar([x], [y], xerr=xerr, yerr=yerr, fmt=marker, ms=7, color=colours[k],
+                    mfc=colours[k] if filled else "white", mew=1.5, capsize=2, lw=1, label=label)
+    post = done[done.posthoc].sort_values("option")
+    if len(post):
+        path = sorted(((r["gain kept"].estimate, r["follow rate"].estimate, r["option"]) for _, r in post.iterrows()),
+                      key=lambda t: -t[1])
+        px = [min(max(x, lo_x), hi_x) for x, _, _ in path]
+        ax.plot(px, [y for _, y, _ in path], color="#555555", lw=1, ls="--", marker=".", ms=5,
+                label="after fine-tuning: WiSE-FT α from 1 (top) to 0.1, with batch-norm re-estimation")
     ax.axvline(0, color="k", lw=0.5)
     ax.axvline(1, color="k", lw=0.5, ls=":")
     ax.axhline(0.5, color="k", lw=0.5, ls=":")
+    ax.set_xlim(lo_x - 0.1, hi_x + 0.1)
     ax.set_xlabel("gain kept (share of the control's gain in clean accuracy)")
     ax.set_ylabel("follow rate")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, frameon=False, fontsize=9)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=1, frameon=False, fontsize=9)
     return fig
 
 

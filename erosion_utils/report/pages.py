@@ -269,9 +269,9 @@ def pending_note(total: int, missing: int, word: str, profile: str, what: str = 
     if not missing or profile == "paper":
         return ""
     scope = f"{plural(total, word)}" + (f": {what}" if what else "")
-    return (f" The paper-profile runs of this chapter ({scope}) are registered with `python -m erosion_utils paper`; "
-            f"{missing} of them {'is' if missing == 1 else 'are'} not computed yet (a GPU run), so this page shows the "
-            f"{profile} profile.")
+    return (f" The paper-scale runs of this chapter ({scope}) are registered, but {missing} of them "
+            f"{'is' if missing == 1 else 'are'} not computed yet (they need a GPU), so this page shows the "
+            f"{SCALE_WORDS.get(profile, profile)}.")
 
 
 def missing_sentence(what: str) -> str:
