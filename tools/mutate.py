@@ -8,8 +8,9 @@ Each mutant is one small change the way a person might slip: a comparison made i
 operator swapped, a ``not`` or a minus sign dropped, a number moved (an integer by one, a float by 10%: every
 threshold and constant of the plan), a string changed (an outcome, a key), ``min``/``max``, ``any``/``all`` or
 ``True``/``False`` swapped. Only the code named in :data:`TARGETS` is mutated: the plan module as a whole (its
-constants and thresholds, as a change to the file would be), every function of the verdict modules, and the named
-functions and constants of ``experiments/core.py`` and ``cache.py``.
+constants and thresholds, as a change to the file would be), every function of the verdict modules (but the page
+wording kept beside them: ``discussion``, ``instability_arms_text``), and the named functions and constants of
+``experiments/core.py`` and ``cache.py``.
 
 The package and its heavy imports are loaded once; each mutant runs in a forked child that swaps the mutated code in
 (a function's code object in place, so that every reference to it sees the change; the plan module re-executed with
@@ -52,6 +53,7 @@ class Target:
     constants: tuple[str, ...] = ()  # module-level names whose value is mutated
     whole_module: bool = False  # mutate module-level statements too, re-executing the module
     reexec: tuple[str, ...] = ()  # modules re-executed after a whole-module mutation (they read this one)
+    exclude: tuple[str, ...] = ()  # functions left alone: page wording kept beside the rules, not a rule
 
 
 TARGETS = [
@@ -60,9 +62,10 @@ TARGETS = [
                    "erosion_utils.report.mechanism_verdicts", "erosion_utils.report.mitigation_verdicts")),
     Target("verdicts", "erosion_utils/report/verdicts.py", "erosion_utils.report.verdicts", REPORT_TESTS),
     Target("mechanism_verdicts", "erosion_utils/report/mechanism_verdicts.py",
-           "erosion_utils.report.mechanism_verdicts", ["tests/test_rules.py"]),
+           "erosion_utils.report.mechanism_verdicts", ["tests/test_rules.py"],
+           exclude=("discussion", "instability_arms_text")),
     Target("mitigation_verdicts", "erosion_utils/report/mitigation_verdicts.py",
-           "erosion_utils.report.mitigation_verdicts", ["tests/test_rules.py"]),
+           "erosion_utils.report.mitigation_verdicts", ["tests/test_rules.py"], exclude=("discussion",)),
     Target("evaluator", "erosion_utils/experiments/core.py", "erosion_utils.experiments.core",
            ["tests/test_known_answers.py", "tests/test_training_options.py"],
            functions=("make_evaluator", "make_monitor", "weight_stats", "pretrain_set")),
@@ -211,7 +214,8 @@ def find_mutants(target: Target) -> list[Mutant]:
                 continue
             if isinstance(top, (ast.Import, ast.ImportFrom)):
                 continue
-        elif target.functions is not None and scope not in target.functions:
+        elif (target.functions is not None and scope not in target.functions) or \
+                scope.split(".")[0] in target.exclude:
             continue
         if scope != "<module>" and _in(node, parents, (ast.Raise,)):
             continue
