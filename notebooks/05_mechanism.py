@@ -149,7 +149,8 @@ glue("mechanism_noise", noise.outcome)
 glue("key_mechanism", mv.key_result(inst, drift, noise, scale))
 display(Markdown("\n".join([
     f"- **Instability (H1)**: {mv.INSTABILITY_WORDS.get(inst.outcome, inst.outcome)}. "
-    + V.describe(inst, [k for k in inst.intervals if k.endswith("erosion")]),
+    + V.describe(inst, [k for k in inst.intervals if k.endswith("erosion")]) + " "
+    + mv.instability_arms_text(inst, SPIKE) + " " + mv.instability_caveats(inst, sets, SPIKE),
     f"- **Drift (H2)**: {mv.DRIFT_WORDS.get(drift.outcome, drift.outcome)}. "
     + V.describe(drift, [k for k in drift.intervals if "long erosion" in k or "slope" in k]),
     f"- **Noise or steps**: {mv.NOISE_WORDS.get(noise.outcome, noise.outcome)}. " + V.describe(noise)])))
@@ -177,11 +178,21 @@ def map_sentence(grid) -> str:
     eroding = grid[grid.cell == "erodes"]
     at = "; ".join(f"at batch {int(b)}: lr {join_values(sorted(g.finetune_lr))}"
                    for b, g in eroding.groupby("finetune_batch_size")) if len(eroding) else "nowhere"
-    fragile = int(grid.cell_fragile.sum())
+    fragile = grid[grid.cell_fragile]
+    frag = (f"{plural(len(fragile), 'cell verdict')} {'is' if len(fragile) == 1 else 'are'} fragile (changing within "
+            f"±10% of the threshold {EROSION_THRESHOLD:g}): " + join_values(
+                [f"lr {r.finetune_lr:g} at batch {int(r.finetune_batch_size)}, '{r.cell}' with erosion {r.erosion.text()}"
+                 for r in fragile.itertuples()], formatter=str) + "." if len(fragile) else
+            "No cell verdict changes within ±10% of its threshold.")
+    damaged = eroding[eroding.control_loss.map(lambda i: i.estimate) > EROSION_THRESHOLD]
+    dmg = (" In " + join_values([f"lr {r.finetune_lr:g} at batch {int(r.finetune_batch_size)}" for r in
+                                 damaged.itertuples()], formatter=str)
+           + f" the clean control itself loses more than {EROSION_THRESHOLD:g} on average ("
+           + join_values([r.control_loss.text() for r in damaged.itertuples()], formatter=str)
+           + "), so erosion there is the pattern run's loss beyond an already damaged control; such a cell is excluded "
+             "only when the whole interval of the control's loss lies above the threshold.") if len(damaged) else ""
     return (f"Of {plural(len(grid), 'cell')} ({plural(seeds, 'seed')} each at least), " + join_values(parts, formatter=str)
-            + f". Erosion holds {at}. " + (f"{plural(fragile, 'cell verdict')} {'is' if fragile == 1 else 'are'} fragile "
-                                            f"(they change within ±10% of the threshold {EROSION_THRESHOLD:g})."
-                                            if fragile else "No cell verdict changes within ±10% of its threshold."))
+            + f". Erosion holds {at}. " + frag + dmg)
 
 
 display(figure("fig_mech_confirm_map", figs.verdict_map(cells),
@@ -213,12 +224,23 @@ if len(timing):
     crossed = timing[timing.order != "no crossing"]
     order = crossed.order.value_counts().to_dict()
     res = max(float(timing.peak_resolution.max()), float(crossed.crossing_resolution.max()) if len(crossed) else 0.0)
+    ctrl = []
+    for s in sets.values():
+        if "confirm_map" in s.groups and any(abs(s.lr - r.finetune_lr) < 1e-12 and s.batch == r.finetune_batch_size
+                                             for r in grid[grid.cell == "erodes"].itertuples()):
+            for e in s.control.values():
+                mon = e["result"]["monitor"]
+                ctrl.append(mon[max(range(len(mon)), key=lambda i: mon[i]["loss_clean"])]["step"]
+                            / e["result"]["total_steps"])
     display(Markdown(
         f"Timing, over the {plural(len(timing), 'pattern run')} of eroding map cells: the monitor loss peaks at a median "
         f"{timing.peak.median():.0%} of the run; in {plural(len(crossed), 'run')} the follow rate crosses 0.5, at a "
         f"median {crossed.crossing.median():.0%}. " + join_values([f"{n} with the {w}" for w, n in order.items()],
                                                                   formatter=str)
-        + f" (the monitor resolves each time to within {res:.0%} of the run)."))
+        + f" (the monitor resolves each time to within {res:.0%} of the run). "
+        + (f"The controls' loss peaks just as early (a median {sorted(ctrl)[len(ctrl) // 2]:.0%} of the run): the peak "
+           f"marks the rate and batch, not the pattern taking over; its coming first is precedence, not cause."
+           if ctrl else "")))
 
 # %% [markdown]
 # ## Is the instability necessary?
@@ -242,7 +264,7 @@ display(table(pd.DataFrame(arm_rows), caption=f"The arms at the eroding setting 
                                               f"interval]); the intervals of every quantity are in the verdict below")
         if arm_rows else Markdown("The intervention arms are missing."))
 display(Markdown(f"Verdict on H1: " + V.describe(inst, [k for k in inst.intervals if k.endswith("erosion")]) + " "
-                 + mv.instability_arms_text(inst, SPIKE)
+                 + mv.instability_arms_text(inst, SPIKE) + " " + mv.instability_caveats(inst, sets, SPIKE)
                  + (f" The control at lr 0.03 moved {inst.details['reference_distance']:.3f} (mean relative distance)."
                     if inst.details.get("reference_distance", float("nan")) >= 0 else "")))
 
@@ -264,9 +286,25 @@ display(figure("fig_mech_drift", figs.drift_curves(pairs, SPIKE),
                f"the spike threshold) and follow rate over epochs; shaded: the usual length. Mean over seeds; band: "
                f"range.", "fig-mech-drift"))
 states = drift.details.get("rates", {})
+
+
+def long_run_note(lr: float) -> str:
+    """For a rate whose long runs are not clearly calm: their peak monitor loss and each seed's final erosion."""
+    peaks = [drift.intervals[f"lr {lr:g}: long peak ({w})"] for w in ("pattern", "control")]
+    if all(p.hi < SPIKE for p in peaks) or lr not in pairs:
+        return ""
+    long = pairs[lr][1]
+    per_seed = [long.control[s]["result"]["records"][-1]["clean_acc"] - long.pattern[s]["result"]["records"][-1][
+        "clean_acc"] for s in long.seeds]
+    return (f"; its long runs are not clearly calm (peak monitor loss {peaks[0].text(2)} in pattern runs, "
+            f"{peaks[1].text(2)} in controls), and per seed the final erosion is "
+            + join_values([f"{e:.3f}" for e in per_seed], formatter=str))
+
+
 display(Markdown("; ".join(f"lr {lr:g}: **{st}** (follow-rate slope "
                            f"{drift.intervals[f'lr {lr:g}: slope'].text()} per epoch, final erosion "
-                           f"{drift.intervals[f'lr {lr:g}: long erosion'].text()})" for lr, st in states.items())
+                           f"{drift.intervals[f'lr {lr:g}: long erosion'].text()}{long_run_note(lr)})"
+                           for lr, st in states.items())
                  + f". Verdict on H2: " + V.describe(drift, [])))
 
 # %% [markdown]
@@ -285,7 +323,13 @@ follow_fit = mv.noise_steps_verdict(sets, cells, y="follow") if reg_runs else No
 glue("disc_mechanism", mv.discussion(inst, drift, noise, cells, timing, scale))
 display(Markdown(f"Coefficients for erosion: {V.intervals_text(noise)}. "
                  + (f"For the follow rate: {V.intervals_text(follow_fit)} (not a verdict). " if follow_fit else "")
-                 + "Verdict: " + V.describe(noise)))
+                 + "Verdict: " + V.describe(noise)
+                 + (f" The fit explains a share {noise.details['r2']:.2f} of the variance of erosion over "
+                    f"{noise.details['runs']} runs: it describes the average trend and is not a controlled test. At "
+                    f"the same epochs the number of steps is the batch size read backwards, so its coefficient is the "
+                    f"batch effect beyond lr/batch; the confirmatory design has no same-steps or same-noise runs "
+                    f"(the exploratory design below has), and leaving out both-collapse cells selects on the outcome."
+                    if noise.details.get("r2") == noise.details.get("r2") and "r2" in noise.details else "")))
 
 # %% [markdown]
 # ## The exploratory design (seeds 0–2)

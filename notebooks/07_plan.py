@@ -66,6 +66,16 @@ for chapter, title in CHAPTER_TITLES.items():
             f"*Statistic*: {r.statistic_words()}. *Interval*: {plan.INTERVALS[r.interval]}. *Thresholds*: "
             f"{thresholds}. *Outcomes*: {', '.join(r.outcomes)}."))
 
+display(Markdown(
+    "## What the intervals do and do not cover\n\n"
+    "Every interval is over seeds: it covers how much a result changes from one pretrained network and batch order "
+    "to another, on a fixed test set (500 test images per class-balanced subset in the mechanism chapter, 1,000 "
+    "elsewhere at the cpu scale). The test-sampling error of those fixed sets is not included; for a small "
+    "difference (such as the transfer setting's gain) it is not negligible. With five seeds, the percentile-bootstrap "
+    "intervals (ratios, regression coefficients) are narrower than t-based ones would be.\n\n"
+    "The rules were committed before the confirmatory runs; the code that applies them to the results (the chapters' "
+    "verdict modules) was written while those runs were being computed. An independent re-implementation from the "
+    "rule statements above, by a reviewer, reproduced every confirmatory outcome."))
 display(Markdown("## Every rule at a glance"))
 display(table(pd.DataFrame([{"rule": r.title, "chapter": CHAPTER_TITLES[r.chapter],
                              "thresholds": ", ".join(f"{k} {v:g}" for k, v in r.thresholds.items()) or "—",

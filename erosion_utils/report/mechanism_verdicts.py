@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from scipy.stats import spearmanr
 
 from . import verdicts as V
 
@@ -298,6 +299,17 @@ def drift_verdict(sets: dict[tuple, Setting], candidates: list[float], ref_batch
 COEFFICIENT_NAMES = ("per doubling of lr/batch", "per doubling of the steps")
 
 
+def r_squared(runs: list[dict], keys: tuple[str, ...], y: str) -> float:
+    """The share of the variance of ``y`` over ``runs`` that the least-squares fit on ``keys`` explains."""
+    if len(runs) <= len(keys) + 1:
+        return math.nan
+    design = np.column_stack([np.ones(len(runs))] + [[r[k] for r in runs] for k in keys])
+    target = np.array([r[y] for r in runs], dtype=float)
+    residual = target - design @ np.linalg.lstsq(design, target, rcond=None)[0]
+    total = float(((target - target.mean()) ** 2).sum())
+    return 1 - float((residual ** 2).sum()) / total if total > 0 else math.nan
+
+
 def regression_runs(sets: dict[tuple, Setting], table: pd.DataFrame) -> list[dict]:
     """One point per map run outside both-collapse settings: seed, erosion, log2(lr/batch), log2(steps)."""
     collapsed = {tuple(r[k] for k in SETTING) for _, r in table.iterrows() if r["cell"] == "both collapse"}
@@ -330,7 +342,7 @@ def noise_steps_verdict(sets: dict[tuple, Setting], table: pd.DataFrame, y: str 
         if "inconclusive" in (noise, steps):
             return "inconclusive", {}
         return {("yes", "no"): "noise scale", ("no", "yes"): "number of steps", ("yes", "yes"): "both",
-                ("no", "no"): "neither"}[(noise, steps)], {"runs": len(runs)}
+                ("no", "no"): "neither"}[(noise, steps)], {"runs": len(runs), "r2": r_squared(runs, keys, y)}
 
     return V.judge("mechanism.noise_steps", statistics, decide, entries=used,
                    seeds=sorted({r["seed"] for r in runs}))
@@ -379,7 +391,8 @@ def timing(sets: dict[tuple, Setting], table: pd.DataFrame, follow: float = 0.5)
 
 # ------------------------------------------------------------------------------------------------------ words
 
-INSTABILITY_WORDS = {"necessary": "the loss spike is necessary: where clipping or a warm-up removes it, erosion goes",
+INSTABILITY_WORDS = {"necessary": "by the plan's rule the loss spike is necessary: in the arms that removed it and "
+                                  "still trained, erosion stayed below the threshold",
                      "not necessary": "the loss spike is not necessary: erosion persists where clipping removes it",
                      "inconclusive": "whether the loss spike is necessary is inconclusive",
                      "not tested": "no intervention removed the loss spike, so its necessity was not tested",
@@ -387,9 +400,10 @@ INSTABILITY_WORDS = {"necessary": "the loss spike is necessary: where clipping o
 DRIFT_WORDS = {"supported": "erosion drifts in at a calm rate", "partly supported": "the follow rate creeps up at a "
                "calm rate without eroding", "not supported": "nothing drifts at the calm rates",
                "inconclusive": "drift at calm rates is inconclusive", "not tested": "no candidate rate was calm"}
-NOISE_WORDS = {"noise scale": "the batch-size effect follows the noise scale lr/batch",
-               "number of steps": "the batch-size effect follows the number of steps",
-               "both": "the batch-size effect follows both lr/batch and the number of steps",
+NOISE_WORDS = {"noise scale": "in a linear fit over the map, erosion rises with lr/batch and not with the number of steps",
+               "number of steps": "in a linear fit over the map, erosion rises with the number of steps and not with "
+                                  "lr/batch",
+               "both": "in a linear fit over the map, erosion rises with both lr/batch and the number of steps",
                "neither": "neither lr/batch nor the number of steps carries the batch-size effect",
                "inconclusive": "noise scale against steps is inconclusive"}
 
@@ -397,7 +411,10 @@ NOISE_WORDS = {"noise scale": "the batch-size effect follows the noise scale lr/
 def key_result(instability: V.Verdict, drift: V.Verdict, noise: V.Verdict, scale: str) -> str:
     """Plain text for the book's Key results box: the chapter's three verdicts with their labels, and the scale."""
     def part(words: dict, v: V.Verdict) -> str:
-        return f"{words.get(v.outcome, v.outcome)} ({v.label}{', fragile' if v.fragile else ''})"
+        arms = v.details.get("arms")
+        one = (", on one arm" if arms is not None and sum(d["calm"] and d["moved"] for d in arms.values()) == 1
+               else "")
+        return f"{words.get(v.outcome, v.outcome)} ({v.label}{', fragile' if v.fragile else ''}{one})"
 
     n = len(set(instability.seeds) | set(noise.seeds))
     return (f"{part(INSTABILITY_WORDS, instability)}; {part(DRIFT_WORDS, drift)}; {part(NOISE_WORDS, noise)} "
@@ -464,3 +481,51 @@ def instability_arms_text(v: V.Verdict, spike: float) -> str:
     head = (f"The verdict rests on {'one arm' if len(counted) == 1 else f'{len(counted)} arms'}: "
             f"{', '.join(counted)}." if counted else "No arm counts.")
     return head + (" Not counted: " + "; ".join(parts) + "." if parts else "")
+
+
+def setting_associations(sets: dict[tuple, Setting]) -> dict:
+    """Across confirmatory settings with a monitor (mean over seeds): Spearman rank correlations of erosion with the
+    pattern runs' peak monitor loss and with the controls' weight distance, and of the two with each other; they say
+    whether the design can tell the spike from how far the weights move."""
+    rows = []
+    for s in sets.values():
+        if not all(e["result"].get("monitor") for e in s.pattern.values()):
+            continue
+        erosion = np.mean([s.control[k]["result"]["records"][-1]["clean_acc"]
+                           - s.pattern[k]["result"]["records"][-1]["clean_acc"] for k in s.seeds])
+        peak = np.mean(list(s.monitor_peak("pattern").values()))
+        dist = np.mean(list(s.final("control", "weight_distance").values()))
+        rows.append((erosion, peak, dist))
+    if len(rows) < 3:
+        return {}
+    e, p, d = np.array(rows).T
+    return {"settings": len(rows), "erosion_peak": float(spearmanr(e, p)[0]),
+            "erosion_distance": float(spearmanr(e, d)[0]), "peak_distance": float(spearmanr(p, d)[0])}
+
+
+def instability_caveats(v: V.Verdict, sets: dict[tuple, Setting], spike: float) -> str:
+    """What the instability verdict does not say, from the data: how much the excluded arms that still erode cut
+    the peak, how close the counted arms' erosion is to zero, and whether the spike can be told apart from the
+    distance the weights move."""
+    arms = v.details.get("arms", {})
+    if not arms or "no intervention: peak (pattern)" not in v.intervals:
+        return ""
+    base_peak = v.intervals["no intervention: peak (pattern)"].estimate
+    text = []
+    for a, d in arms.items():
+        peaks = [v.intervals[f"{a}: peak ({w})"] for w in ("pattern", "control")]
+        if not d["calm"] and d["erosion"] == "holds" and all(p.estimate < spike for p in peaks):
+            text.append(f"{a} cut the peak monitor loss about {base_peak / peaks[0].estimate:.0f}-fold, to a mean "
+                        f"below the threshold, and still eroded {v.intervals[f'{a}: erosion'].text()}; it does not "
+                        f"count only because its peak intervals reach {spike:g}")
+    for a, d in arms.items():
+        e = v.intervals[f"{a}: erosion"]
+        if d["calm"] and d["moved"] and e.lo <= 0 <= e.hi:
+            text.append(f"{a}'s erosion is below the threshold but not shown to differ from zero")
+    assoc = setting_associations(sets)
+    if assoc:
+        text.append(f"across the {assoc['settings']} confirmatory settings, erosion follows the controls' weight "
+                    f"distance (rank correlation {assoc['erosion_distance']:.2f}) about as closely as the peak loss "
+                    f"({assoc['erosion_peak']:.2f}), and the two go together ({assoc['peak_distance']:.2f}), so these "
+                    f"data cannot tell the spike from how far the weights move")
+    return ("Read with care: " + "; ".join(text) + ".") if text else ""

@@ -201,6 +201,8 @@ def claim2_evidence(claim: dict) -> str:
         return "No results: the erosion experiment's results are missing."
     return "Follow rate " + "; ".join(
         f"at lr {fmt_value(lr)}: {ci_phrase(v['follow_mean'], v['ci_low'], v['ci_high'], v['seeds'])}"
+        + (" (every seed at the same value to three decimals: the interval is degenerate, not precise)"
+           if v["seeds"] > 1 and v["ci_high"] - v["ci_low"] < 0.001 else "")
         for lr, v in sorted(claim["per_lr"].items())) + "."
 
 
