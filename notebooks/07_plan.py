@@ -69,8 +69,8 @@ for chapter, title in CHAPTER_TITLES.items():
 display(Markdown(
     "## What the intervals do and do not cover\n\n"
     "Every interval is over seeds: it covers how much a result changes from one pretrained network and batch order "
-    "to another, on a fixed test set (500 test images per class-balanced subset in the mechanism chapter, 1,000 "
-    "elsewhere at the cpu scale). The test-sampling error of those fixed sets is not included; for a small "
+    "to another, on a fixed test set (at the cpu scale, 500 test images in the mechanism chapter and 1,000 "
+    "elsewhere). The test-sampling error of those fixed sets is not included; for a small "
     "difference (such as the transfer setting's gain) it is not negligible. With five seeds, the percentile-bootstrap "
     "intervals (ratios, regression coefficients) are narrower than t-based ones would be.\n\n"
     "The rules were committed before the confirmatory runs; the code that applies them to the results (the chapters' "
