@@ -153,8 +153,10 @@ def practitioner_answer(table: pd.DataFrame) -> dict:
     """The recommended options, best first (largest mean gain kept), with the numbers the page quotes."""
     rec = [row for _, row in table.iterrows() if row["verdict"] == "recommended"]
     order = sorted(rec, key=lambda r: -r["gain kept"].estimate)
+    near = [row["option"] for _, row in table.iterrows() if row["verdict"] != "recommended" and row["fragile"]
+            and row["gain kept"].lo > 0.5]
     return {"recommended": [r["option"] for r in order], "best": order[0]["option"] if order else None,
-            "best_row": order[0] if order else None}
+            "best_row": order[0] if order else None, "near_miss": near[0] if near and not order else None}
 
 
 # -------------------------------------------------------------------------------------------------- recovery
@@ -342,11 +344,12 @@ def key_result(answer: dict, gain: V.Verdict, erosion: V.Verdict, recovery: V.Ve
     if gain.outcome != "something to learn":
         return f"in the transfer setting ({scale}, {n} seeds) fine-tuning gained nothing measurable ({gain.label})"
     best = answer["best"]
+    near = answer.get("near_miss")
     head = (f"in the transfer setting ({scale}, {n} seeds) the baseline {erosion.outcome} ({erosion.label}); "
             + (f"{best} keeps {answer['best_row']['gain kept'].text()} of the gain while ignoring the shortcut "
                f"({answer['best_row']['label']})" if best else "no option both keeps half the gain and ignores the "
-               "shortcut"))
-    return head + f"; recovery: {recovery.outcome} ({recovery.label})"
+               "shortcut" + (f" (fragile: {near} narrowly misses)" if near else "")))
+    return head + f"; recovery: {recovery.outcome} ({recovery.label}{', fragile' if recovery.fragile else ''})"
 
 
 def discussion(answer_text: str, recovery: V.Verdict, same_data: dict, scale: str) -> str:
