@@ -801,7 +801,7 @@ def test_mitigation_key_result_carries_every_label():
     text = gv.key_result(gv.practitioner_answer(table), gain, ero, rec, "cpu scale")
     assert text.startswith("in the transfer setting (cpu scale, 3 seeds) the baseline erodes (confirmatory)")
     assert "freeze 4 of 5 stages keeps 0.900 [0.900, 0.900] of the gain while ignoring the shortcut (confirmatory)" \
-        in text and text.endswith("recovery: suppression (confirmatory)")
+        in text and text.endswith(f"recovery: suppression (confirmatory{', fragile' if rec.fragile else ''})")
     none = gv.key_result(gv.practitioner_answer(table.iloc[0:0]), gain, ero, rec, "cpu scale")
     assert "no option both keeps half the gain and ignores the shortcut" in none
     flat = gv.key_result({}, gv.gain_verdict(baseline(gain=0.0)), ero, rec, "cpu scale")
