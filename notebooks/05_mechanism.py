@@ -320,7 +320,7 @@ display(figure("fig_mech_regression", figs.regression_scatter(reg_runs),
                f"Erosion of every confirmatory map run outside both-collapse cells against lr/batch (left) and the number "
                f"of optimiser steps (right), coloured by batch size ({scale}).", "fig-mech-regression"))
 follow_fit = mv.noise_steps_verdict(sets, cells, y="follow") if reg_runs else None
-glue("disc_mechanism", mv.discussion(inst, drift, noise, cells, timing, scale))
+glue("disc_mechanism", mv.discussion(inst, drift, noise, cells, timing, scale, sets, SPIKE))
 display(Markdown(f"Coefficients for erosion: {V.intervals_text(noise)}. "
                  + (f"For the follow rate: {V.intervals_text(follow_fit)} (not a verdict). " if follow_fit else "")
                  + "Verdict: " + V.describe(noise)

@@ -422,7 +422,7 @@ def key_result(instability: V.Verdict, drift: V.Verdict, noise: V.Verdict, scale
 
 
 def discussion(instability: V.Verdict, drift: V.Verdict, noise: V.Verdict, table: pd.DataFrame,
-               timing_table: pd.DataFrame, scale: str) -> str:
+               timing_table: pd.DataFrame, scale: str, sets: dict | None = None, spike: float = 1.0) -> str:
     """Plain sentences for the Discussion: what the confirmatory design found, with its numbers, labels and scale."""
     if table.empty:
         return f"The mechanism chapter's confirmatory results are missing at the {scale}."
@@ -438,7 +438,11 @@ def discussion(instability: V.Verdict, drift: V.Verdict, noise: V.Verdict, table
     if qualifying:
         eros = "; ".join(f"{a}: erosion {instability.intervals[f'{a}: erosion'].text()}" for a in qualifying)
         text.append(f"Where clipping removed the loss spike and the network still trained ({eros}), "
-                    f"{INSTABILITY_WORDS.get(instability.outcome, instability.outcome)} ({instability.label}).")
+                    f"{INSTABILITY_WORDS.get(instability.outcome, instability.outcome)} ({instability.label}"
+                    f"{', on one arm' if len(qualifying) == 1 else ''}).")
+        caveat = instability_caveats(instability, sets or {}, spike)
+        if caveat:
+            text.append(caveat)
     else:
         text.append(f"{INSTABILITY_WORDS.get(instability.outcome, instability.outcome).capitalize()} "
                     f"({instability.label}).")
@@ -446,7 +450,8 @@ def discussion(instability: V.Verdict, drift: V.Verdict, noise: V.Verdict, table
     if len(crossed):
         first = int((crossed.order == "peak first").sum())
         text.append(f"In {first} of {len(crossed)} eroding runs whose follow rate crossed 0.5 the loss peaked first "
-                    f"(to within the monitor's resolution).")
+                    f"(to within the monitor's resolution), but the controls' loss peaks as early: precedence, not "
+                    f"cause.")
     states = drift.details.get("rates", {})
     if states:
         text.append("At the calm candidates, " + "; ".join(f"lr {lr:g}: {st}" for lr, st in states.items())

@@ -360,7 +360,7 @@ def discussion(answer_text: str, recovery: V.Verdict, same_data: dict, scale: st
     if counts:
         text.append("After erosion, on clean data, " + ", ".join(f"{n} of {recovery.details['seeds']} seeds show "
                                                                   f"{v}" for v, n in counts.items())
-                    + f" ({recovery.label}).")
+                    + f" ({recovery.label}{'; fragile: it holds only near the target the rule fixes' if recovery.fragile else ''}).")
     prevent = [label for label, v in same_data.items() if v.outcome == "prevents"]
     if prevent:
         text.append(f"In the paper's setting, where fine-tuning has nothing to teach, {', '.join(prevent)} "
