@@ -4,8 +4,8 @@ compared with what the book publishes; the labels checked against the results' p
 committed results held to plausibility bounds; intervals on a page kept inside their quantity's range; and one chapter
 built from the committed results.
 
-Parts whose results are not committed yet (the confirmatory seeds, computed by a background sweep) are skipped with
-the count of what is missing; ``PUBLISHED_CONFIRMATORY`` is where their published outcomes are pinned once committed.
+The confirmatory outcomes (seeds committed in b1b2c3f) are pinned in ``PUBLISHED_*``; a part whose results are not
+all present (a checkout without them) is skipped with the count of what is missing.
 """
 from __future__ import annotations
 
@@ -37,13 +37,34 @@ RESULTS = REPO / "results"
 # the commit after which every experiment evaluates through the one evaluator (core.make_evaluator): a4c38c5
 ONE_EVALUATOR = dt.datetime(2026, 12, 1, 14, 36, 48, tzinfo=dt.timezone.utc)
 
-# The confirmatory verdicts the book publishes, pinned once their results are committed (None: not pinned yet; the
-# test then checks the label and that the outcome is one the rule has).
-PUBLISHED_CONFIRMATORY: dict[str, str | None] = {
-    "mechanism.instability": None, "mechanism.drift": None, "mechanism.noise_steps": None,
-    "transfer.gain": None, "transfer.erosion": None, "transfer.recovery": None,
-    "same_data.interpolation": None,
+# The confirmatory verdicts the book publishes, pinned from the results committed in b1b2c3f (computed after the
+# plan's commit c5cd03f). A change to a rule, a verdict module or a committed result that moves one of them fails here.
+PUBLISHED_CONFIRMATORY: dict[str, str] = {
+    "mechanism.instability": "necessary", "mechanism.drift": "inconclusive", "mechanism.noise_steps": "both",
+    "transfer.gain": "something to learn", "transfer.erosion": "erodes", "transfer.recovery": "suppression",
+    "same_data.interpolation": "inconclusive",
 }
+# the map and the intervention arms of chapter 05, seeds 3-7: how many settings each cell outcome has
+PUBLISHED_CELLS = {"does not erode": 21, "erodes": 7, "inconclusive": 3, "both collapse": 3}
+# chapter 06, transfer setting, seeds 0-4 (post-hoc interpolation rows other than the one that qualifies are 'not
+# tested': the plan counts only the pre-registered options)
+PUBLISHED_TRANSFER = {
+    "baseline (lr 0.03)": "loses the gain and follows the shortcut", "freeze 2 of 5 stages": "inconclusive",
+    "freeze 4 of 5 stages": "ignores the shortcut, loses the gain",
+    "LP-FT: head only for 1 epoch": "loses the gain and follows the shortcut",
+    "L2-SP α=0.01": "loses the gain and follows the shortcut", "L2-SP α=0.1": "inconclusive",
+    "erase corners p=0.5": "inconclusive", "erase corners p=1": "inconclusive",
+    "lower rate 0.003": "ignores the shortcut, loses the gain",
+    "warm-up 1 epoch": "loses the gain and follows the shortcut", "patterned fraction 0.5": "inconclusive",
+    "batch-norm re-estimation": "not tested", "WiSE-FT α=0.1": "ignores the shortcut, loses the gain",
+    **{f"WiSE-FT α=0.{k}": "not tested" for k in range(2, 10)},
+}
+# chapter 06, the paper's setting, seeds 3-7 (paired with their own baseline)
+PUBLISHED_SAME_DATA_CONFIRMATORY = {
+    "freeze 2 of 5 stages": "inconclusive", "freeze 4 of 5 stages": "prevents",
+    "LP-FT: head only for 1 epoch": "inconclusive", "L2-SP α=0.01": "does not reduce", "L2-SP α=0.1": "reduces",
+    "erase corners p=0.5": "reduces", "erase corners p=1": "reduces", "lower rate 0.01": "prevents",
+    "warm-up 1 epoch": "does not reduce", "patterned fraction 0.5": "reduces"}
 
 
 def _missing(rows: list[dict]) -> int:
@@ -114,9 +135,9 @@ def test_the_confirmatory_mechanism_verdicts(mechanism):
     for rule_id, v in verdicts.items():
         assert v.label == "confirmatory", (rule_id, v.label_reason)
         assert v.outcome in plan.rule(rule_id).outcomes
-        if PUBLISHED_CONFIRMATORY[rule_id] is not None:
-            assert v.outcome == PUBLISHED_CONFIRMATORY[rule_id], rule_id
+        assert v.outcome == PUBLISHED_CONFIRMATORY[rule_id], rule_id
     assert set(cells.cell_label) == {"confirmatory"} and cells.seeds.min() >= plan.MIN_SEEDS
+    assert cells.cell.value_counts().to_dict() == PUBLISHED_CELLS
 
 
 # ----------------------------------------------------------------------------------- chapter 06: mitigation
@@ -166,11 +187,23 @@ def test_the_transfer_setting_verdicts(mitigation):
         if v is None:
             continue
         assert v.label == "confirmatory", (rule_id, v.label_reason)
-        if PUBLISHED_CONFIRMATORY[rule_id] is not None:
-            assert v.outcome == PUBLISHED_CONFIRMATORY[rule_id], rule_id
+        assert v.outcome == PUBLISHED_CONFIRMATORY[rule_id], rule_id
     options = {o.label: gv.option_verdict(o, gain) for o in opts + gv.posthoc_options(rows["posthoc"])}
     assert {v.label for v in options.values()} == {"confirmatory"}
     assert all(v.outcome in plan.rule("transfer.option").outcomes for v in options.values())
+    assert {k: v.outcome for k, v in options.items()} == PUBLISHED_TRANSFER
+
+
+def test_the_paper_setting_confirmatory_verdicts(mitigation):
+    _, rows = mitigation
+    assert _missing(rows["same_confirm"]) == 0
+    opts = gv.options(rows["same_confirm"])
+    base = next(o for o in opts if o.kind == "baseline")
+    erodes = gv.erosion_verdict(base, "claim1.erosion")
+    assert (erodes.outcome, erodes.label, base.seeds) == ("erodes", "confirmatory", [3, 4, 5, 6, 7])
+    got = {o.label: gv.same_data_option_verdict(o, base, erodes) for o in opts if o.kind != "baseline"}
+    assert {k: v.outcome for k, v in got.items()} == PUBLISHED_SAME_DATA_CONFIRMATORY
+    assert {v.label for v in got.values()} == {"confirmatory"}
 
 
 # -------------------------------------------------------------------------------------- labels and the plan
