@@ -61,3 +61,18 @@ def test_the_recovery_figures_mean_is_over_every_seed():
     assert steps.loc[0].steps_pattern == 20 and steps.loc[0].target == pytest.approx(0.45)
     assert pd.isna(steps.loc[2].steps_pattern)  # 0.5 < 0.9 x 0.6
     assert sorted(k for k in steps.index if k != "mean") == [0, 1, 2]
+
+
+def test_the_old_drift_rule_calls_a_rise_of_exactly_follow_rise_no_drift():
+    """'creeping' needs the long runs' follow rate to exceed the short runs' by more than FOLLOW_RISE."""
+    def frame(rise):
+        rows = [{"groups": ("duration",), "missing": False, "finetune_lr": 0.01, "epochs": ep, "seed": s,
+                 "spike_pattern": False, "erosion": 0.0, "follow_pattern": 0.0 + (rise if ep == 6 else 0.0)}
+                for ep in (3, 6) for s in (0, 1)]  # two seeds: the mean of 0.1 twice is 0.1 exactly
+        return pd.DataFrame(rows)
+
+    state = lambda rise: mr.drift_verdict(frame(rise))["per_lr"][0.01]["state"]  # noqa: E731
+    assert mr.FOLLOW_RISE < mr.FOLLOW_PARTIAL
+    assert state(mr.FOLLOW_RISE) == "no drift"
+    assert state(mr.FOLLOW_RISE + 0.01) == "creeping"
+    assert state(mr.FOLLOW_RISE - 0.01) == "no drift"

@@ -39,6 +39,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 REPORT_TESTS = ["tests/test_verdicts.py", "tests/test_rules.py"]
+# the published pages recomputed from the committed results (slower: run after the unit tests, which kill most mutants)
+PUBLISHED_TESTS = ["tests/test_published_pages.py", "tests/test_published.py"]
 
 
 @dataclass
@@ -60,12 +62,14 @@ TARGETS = [
     Target("plan", "erosion_utils/report/plan.py", "erosion_utils.report.plan", REPORT_TESTS, whole_module=True,
            reexec=("erosion_utils.report.planlog", "erosion_utils.report.verdicts",
                    "erosion_utils.report.mechanism_verdicts", "erosion_utils.report.mitigation_verdicts")),
-    Target("verdicts", "erosion_utils/report/verdicts.py", "erosion_utils.report.verdicts", REPORT_TESTS),
+    Target("verdicts", "erosion_utils/report/verdicts.py", "erosion_utils.report.verdicts",
+           REPORT_TESTS + PUBLISHED_TESTS),
     Target("mechanism_verdicts", "erosion_utils/report/mechanism_verdicts.py",
-           "erosion_utils.report.mechanism_verdicts", ["tests/test_rules.py"],
+           "erosion_utils.report.mechanism_verdicts", ["tests/test_rules.py"] + PUBLISHED_TESTS,
            exclude=("discussion", "instability_arms_text")),
     Target("mitigation_verdicts", "erosion_utils/report/mitigation_verdicts.py",
-           "erosion_utils.report.mitigation_verdicts", ["tests/test_rules.py"], exclude=("discussion",)),
+           "erosion_utils.report.mitigation_verdicts", ["tests/test_rules.py"] + PUBLISHED_TESTS,
+           exclude=("discussion",)),
     Target("evaluator", "erosion_utils/experiments/core.py", "erosion_utils.experiments.core",
            ["tests/test_known_answers.py", "tests/test_training_options.py"],
            functions=("make_evaluator", "make_monitor", "weight_stats", "pretrain_set")),
