@@ -34,7 +34,7 @@ book: $(STAMP)
 	$(PY) -m erosion_utils book
 
 test: $(CLUSTER) browser fashion-mnist
-	EROSION_PROGRESS=0 $(PY) -m pytest -q tests
+	EROSION_PROGRESS=0 $(PY) -m pytest -q --durations=15 tests
 
 # mutation testing (issue 25) of the analysis plan, the verdict rules, the evaluator and the cache-key code: each mutant
 # is a small change (a threshold moved, > made >=, an operator or outcome swapped) whose tests must fail; prints the
