@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 VIEWPORT = {"width": 1280, "height": 900}
@@ -83,3 +84,18 @@ def page_problems(page, profile: str | None) -> list[str]:
             problems.append(f"a figure {f['nat']} px wide (shown at {f['w']:.0f} px) in a {column:.0f} px column "
                             f"(section {f['where']!r}): {f['src']!r}")
     return problems
+
+
+@contextmanager
+def chromium():
+    """Debian's Chromium driven by Playwright, headless and offline-friendly; closed on exit."""
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).is_file(), f"Chromium not found at {CHROMIUM} (make browser installs it)"
+    pw = sync_playwright().start()
+    try:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield browser
+        browser.close()
+    finally:
+        pw.stop()

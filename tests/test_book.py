@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from book_checks import executed_profile, page_problems
+from book_checks import chromium, executed_profile, page_problems
 from erosion_utils import runner
 from lanes import execute_in_lanes, split
 
@@ -28,9 +28,6 @@ pytestmark = pytest.mark.slow
 REPO = Path(__file__).resolve().parents[1]
 SCREENSHOTS = REPO / "test-artifacts" / "screenshots"
 CIFAR10_NPZ = REPO.parent / "shared" / "data" / "cifar10" / "cifar10.npz"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 PROVENANCE = ("git_commit", "device", "torch", "wall_time_s", "seed")
 ACCURACIES = ("clean_acc", "matched_acc", "mismatched_acc", "follow_rate")
 
@@ -171,16 +168,8 @@ def server(book):
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).is_file(), f"Chromium not found at {CHROMIUM} (make browser installs it)"
-    pw = sync_playwright().start()
-    try:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield chromium
-        chromium.close()
-    finally:
-        pw.stop()
+    with chromium() as launched:
+        yield launched
 
 
 # ----------------------------------------------------------------------------------------- executed notebooks

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from book_checks import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, executed_profile, page_problems
+from book_checks import VIEWPORT, chromium, executed_profile, page_problems
 
 pytestmark = pytest.mark.slow
 
@@ -60,16 +60,8 @@ def site():
 
 @pytest.fixture(scope="module")
 def browser():
-    from playwright.sync_api import sync_playwright
-
-    assert Path(CHROMIUM).is_file(), f"Chromium not found at {CHROMIUM} (make browser installs it)"
-    pw = sync_playwright().start()
-    try:
-        chromium = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
-        yield chromium
-        chromium.close()
-    finally:
-        pw.stop()
+    with chromium() as launched:
+        yield launched
 
 
 def test_every_page_of_the_toc_was_built(site):
