@@ -87,25 +87,32 @@ def erosion_verdict(control: dict, pattern: dict, entries: list[dict], rule_id: 
 def claim_accuracy_drop(summary: pd.DataFrame | None, runs: list[dict] | None = None) -> dict:
     """Claim 1: continued training on patterned data lowers clean test accuracy relative to the clean control, per
     learning rate (``summary``: :func:`analysis.summary_frame`, one row per seed and rate; ``runs`` its entries)."""
-    per_lr, statuses, verdicts = {}, [], []
+    per_lr = {}
     for lr, g in ([] if _empty(summary) else summary.groupby("finetune_lr")):
         v = erosion_verdict(dict(zip(g.seed, g.clean_control)), dict(zip(g.seed, g.clean_pattern)),
                             _entries(runs, lr))
-        iv = v.intervals["erosion"]
-        status = OUTCOME_STATUS[v.outcome]
-        statuses.append(status)
-        verdicts.append(v)
-        per_lr[float(lr)] = {"erosion_mean": iv.estimate, "ci_low": iv.lo, "ci_high": iv.hi, "seeds": iv.n,
-                             "holds": status == "holds", "status": status, "label": v.label, "fragile": v.fragile,
-                             "sensitivity": v.sensitivity, "verdict": v}
+        per_lr[float(lr)] = _rate_entry(v, "erosion", "erosion_mean")
     return {"claim": "Continued training on patterned data sharply lowers clean test accuracy, relative to "
-                     "continuing on clean data.", "verdict": _overall(statuses), "label": _label(verdicts),
-            "per_lr": per_lr, "rule": RULES[1]}
+                     "continuing on clean data.", **_overall_of(per_lr), "per_lr": per_lr, "rule": RULES[1]}
+
+
+def _rate_entry(v: V.Verdict, interval: str, mean_key: str) -> dict:
+    """One rate's evidence for claims 1 and 2: the interval named ``interval`` (its estimate as ``mean_key``), the
+    status in the pages' words, the label, fragility, sensitivity and the verdict itself."""
+    iv, status = v.intervals[interval], OUTCOME_STATUS[v.outcome]
+    return {mean_key: iv.estimate, "ci_low": iv.lo, "ci_high": iv.hi, "seeds": iv.n, "holds": status == "holds",
+            "status": status, "label": v.label, "fragile": v.fragile, "sensitivity": v.sensitivity, "verdict": v}
+
+
+def _overall_of(per_lr: dict) -> dict:
+    """The claim's verdict and label over its rates (in their order)."""
+    return {"verdict": _overall([e["status"] for e in per_lr.values()]),
+            "label": _label([e["verdict"] for e in per_lr.values()])}
 
 
 def claim_pattern_reliance(summary: pd.DataFrame | None, runs: list[dict] | None = None) -> dict:
     """Claim 2: predictions on images carrying another class's pattern follow the pattern."""
-    per_lr, statuses, verdicts = {}, [], []
+    per_lr = {}
     for lr, g in ([] if _empty(summary) else summary.groupby("finetune_lr")):
         follow = dict(zip(g.seed, g.follow_pattern))
 
@@ -121,16 +128,9 @@ def claim_pattern_reliance(summary: pd.DataFrame | None, runs: list[dict] | None
 
         v = V.judge("claim2.reliance", lambda lv, follow=follow: {"follow": V.rate(follow, lv)}, decide,
                     entries=_entries(runs, lr), seeds=sorted(follow))
-        iv = v.intervals["follow"]
-        status = OUTCOME_STATUS[v.outcome]
-        statuses.append(status)
-        verdicts.append(v)
-        per_lr[float(lr)] = {"follow_mean": iv.estimate, "ci_low": iv.lo, "ci_high": iv.hi, "seeds": iv.n,
-                             "holds": status == "holds", "status": status, "label": v.label, "fragile": v.fragile,
-                             "sensitivity": v.sensitivity, "verdict": v}
+        per_lr[float(lr)] = _rate_entry(v, "follow", "follow_mean")
     return {"claim": "The fine-tuned network relies on the pattern: with another class's pattern, the prediction "
-                     "follows the pattern.", "verdict": _overall(statuses), "label": _label(verdicts),
-            "per_lr": per_lr, "rule": RULES[2]}
+                     "follows the pattern.", **_overall_of(per_lr), "per_lr": per_lr, "rule": RULES[2]}
 
 
 def claim_breadth(breadth: pd.DataFrame | None, rows: list[dict] | None = None) -> dict:
