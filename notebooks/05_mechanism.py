@@ -265,7 +265,7 @@ display(table(pd.DataFrame(arm_rows), caption=f"The arms at the eroding setting 
         if arm_rows else Markdown("The intervention arms are missing."))
 display(Markdown(f"Verdict on H1: " + V.describe(inst, [k for k in inst.intervals if k.endswith("erosion")]) + " "
                  + mv.instability_arms_text(inst, SPIKE) + " " + mv.instability_caveats(inst, sets, SPIKE)
-                 + (f" The control at lr 0.03 moved {inst.details['reference_distance']:.3f} (mean relative distance)."
+                 + (f" The control at lr {mv.REFERENCE_LR:g} moved {inst.details['reference_distance']:.3f} (mean relative distance)."
                     if inst.details.get("reference_distance", float("nan")) >= 0 else "")))
 
 # %% [markdown]

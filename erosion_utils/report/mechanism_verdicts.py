@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
+from . import plan
 from . import verdicts as V
 
 # the parts of a configuration that make a setting (the seed varies within it)
@@ -157,8 +158,11 @@ def cell_table(sets: dict[tuple, Setting]) -> pd.DataFrame:
 
 # ------------------------------------------------------------------------------------------------ instability
 
+REFERENCE_LR = 0.03  # the calm rate whose controls' weight distance says whether an arm still trains (the plan's rule)
+
+
 def instability_verdict(sets: dict[tuple, Setting], eroding_lr: float, ref_batch: int,
-                        reference_lr: float = 0.03) -> V.Verdict:
+                        reference_lr: float = REFERENCE_LR) -> V.Verdict:
     """mechanism.instability: at (``eroding_lr``, ``ref_batch``), the arm without intervention and the clipping and
     long warm-up arms; an arm qualifies when its pattern runs and controls are calm and its control moved at least
     ``move`` times as far as the control at ``reference_lr`` (same batch, usual length)."""
@@ -212,6 +216,11 @@ def instability_verdict(sets: dict[tuple, Setting], eroding_lr: float, ref_batch
 
     seeds = sorted({x for s in arms.values() for x in s.seeds})
     return V.judge("mechanism.instability", statistics, decide, entries=entries, seeds=seeds)
+
+
+def counted_arms(v: V.Verdict) -> list[str]:
+    """The intervention arms the instability verdict counts: calm (no loss spike) and still training (moved)."""
+    return [a for a, d in v.details.get("arms", {}).items() if d["calm"] and d["moved"]]
 
 
 # ------------------------------------------------------------------------------------------------------ drift
@@ -411,9 +420,7 @@ NOISE_WORDS = {"noise scale": "in a linear fit over the map, erosion rises with 
 def key_result(instability: V.Verdict, drift: V.Verdict, noise: V.Verdict, scale: str) -> str:
     """Plain text for the book's Key results box: the chapter's three verdicts with their labels, and the scale."""
     def part(words: dict, v: V.Verdict) -> str:
-        arms = v.details.get("arms")
-        one = (", on one arm" if arms is not None and sum(d["calm"] and d["moved"] for d in arms.values()) == 1
-               else "")
+        one = ", on one arm" if "arms" in v.details and len(counted_arms(v)) == 1 else ""
         return f"{words.get(v.outcome, v.outcome)} ({v.label}{', fragile' if v.fragile else ''}{one})"
 
     n = len(set(instability.seeds) | set(noise.seeds))
@@ -433,11 +440,11 @@ def discussion(instability: V.Verdict, drift: V.Verdict, noise: V.Verdict, table
     text = [f"At the {scale} ({n} seeds per setting), erosion holds in {len(eroding)} of the map's {len(grid)} "
             f"settings" + (f", and in {len(collapsed)} more the clean control collapses too, so nothing is judged "
                            f"there" if len(collapsed) else "") + "."]
-    arms = instability.details.get("arms", {})
-    qualifying = [a for a, d in arms.items() if d["calm"] and d["moved"]]
+    qualifying = counted_arms(instability)
     if qualifying:
         eros = "; ".join(f"{a}: erosion {instability.intervals[f'{a}: erosion'].text()}" for a in qualifying)
-        text.append(f"Where clipping removed the loss spike and the network still trained ({eros}), "
+        how = "clipping" if all(a.startswith("clip") for a in qualifying) else "an intervention"
+        text.append(f"Where {how} removed the loss spike and the network still trained ({eros}), "
                     f"{INSTABILITY_WORDS.get(instability.outcome, instability.outcome)} ({instability.label}"
                     f"{', on one arm' if len(qualifying) == 1 else ''}).")
         caveat = instability_caveats(instability, sets or {}, spike)
@@ -456,7 +463,7 @@ def discussion(instability: V.Verdict, drift: V.Verdict, noise: V.Verdict, table
     if states:
         text.append("At the calm candidates, " + "; ".join(f"lr {lr:g}: {st}" for lr, st in states.items())
                     + f", so {DRIFT_WORDS.get(drift.outcome, drift.outcome)} ({drift.label}).")
-    coef = {k: iv for k, iv in noise.intervals.items()}
+    coef = noise.intervals
     if coef:
         text.append(f"Per doubling of lr/batch erosion changes by {coef[COEFFICIENT_NAMES[0]].text()} and per "
                     f"doubling of the steps by {coef[COEFFICIENT_NAMES[1]].text()}: "
@@ -470,7 +477,8 @@ def instability_arms_text(v: V.Verdict, spike: float) -> str:
     arms = v.details.get("arms", {})
     if not arms:
         return ""
-    counted = [a for a, d in arms.items() if d["calm"] and d["moved"]]
+    counted = counted_arms(v)
+    move = plan.rule("mechanism.instability").thresholds["move"]
     parts = []
     for a, d in arms.items():
         if a in counted:
@@ -481,7 +489,8 @@ def instability_arms_text(v: V.Verdict, spike: float) -> str:
             why = (f"its peak monitor loss {'exceeds' if spikes else 'reaches'} the threshold {spike:g} "
                    f"({peaks[0].text(2)} in pattern runs, {peaks[1].text(2)} in controls)")
         else:
-            why = "it moves its weights less than half as far as the control at lr 0.03"
+            why = (f"it moves its weights less than {'half' if move == 0.5 else f'{move:g} times'} as far as the "
+                   f"control at lr {REFERENCE_LR:g}")
         parts.append(f"{a} ({why}; erosion {v.intervals[f'{a}: erosion'].text()})")
     head = (f"The verdict rests on {'one arm' if len(counted) == 1 else f'{len(counted)} arms'}: "
             f"{', '.join(counted)}." if counted else "No arm counts.")
@@ -523,9 +532,9 @@ def instability_caveats(v: V.Verdict, sets: dict[tuple, Setting], spike: float) 
             text.append(f"{a} cut the peak monitor loss about {base_peak / peaks[0].estimate:.0f}-fold, to a mean "
                         f"below the threshold, and still eroded {v.intervals[f'{a}: erosion'].text()}; it does not "
                         f"count only because its peak intervals reach {spike:g}")
-    for a, d in arms.items():
+    for a in counted_arms(v):
         e = v.intervals[f"{a}: erosion"]
-        if d["calm"] and d["moved"] and e.lo <= 0 <= e.hi:
+        if e.lo <= 0 <= e.hi:
             text.append(f"{a}'s erosion is below the threshold but not shown to differ from zero")
     assoc = setting_associations(sets)
     if assoc:
