@@ -442,3 +442,26 @@ def test_tag_describe_and_intervals_text_word_for_word():
                                                 "**fragile**. Exploratory: it uses no results.")
     one = V.Verdict("mechanism.cell", "erodes", seeds=(3,), label_reason="r")
     assert V.describe(one).startswith("**erodes** (exploratory) over 1 seed.")
+
+
+def test_each_breadth_rate_is_labelled_by_its_own_results(monkeypatch):
+    """Claim 3's label per rate reads only that rate's settings: an early result at one rate does not make
+    another rate's verdict exploratory."""
+    import pandas as pd
+
+    from erosion_utils.report import claims
+
+    since = dt.datetime(2026, 12, 1, 14, 46, 43, tzinfo=dt.timezone.utc)
+    monkeypatch.setattr(planlog, "history", lambda: {r: {"fingerprint": "f", "commit": "c", "since": since.isoformat()}
+                                                     for r in ("claim3.breadth", "claim1.erosion")})
+    second = dt.timedelta(seconds=1)
+    early, late = _at(since - second), _at(since + 60 * second)
+    frame = pd.DataFrame([{"finetune_lr": lr, "label": f"setting {k}", "seed": s, "missing": False,
+                           "clean_control": 0.8, "clean_pattern": 0.3, "erosion": 0.5}
+                          for lr in (0.001, 0.1) for k in (0, 1) for s in (0, 1, 2)])
+    rows = [{"config": {"finetune_lr": lr}, "pattern": when, "control": when}
+            for lr, when in ((0.001, early), (0.1, late))]
+    got = claims.claim_breadth(frame, rows)
+    assert got["per_lr"][0.001]["label"] == "exploratory"
+    assert got["per_lr"][0.1]["label"] == "confirmatory"
+    assert got["label"] == "exploratory"  # the claim as a whole uses the early result

@@ -148,13 +148,14 @@ def claim_breadth(breadth: pd.DataFrame | None, rows: list[dict] | None = None) 
             by_row.setdefault(row["config"]["finetune_lr"], []).extend([row["pattern"], row["control"]])
     per_lr, statuses, verdicts = {}, [], []
     for lr, g in done.groupby("finetune_lr"):
-        setting_status = []
+        setting_status, rate_verdicts = [], []
         for label, s in g.groupby("label", sort=False):
             seeds = list(range(len(s))) if "seed" not in s else list(s.seed)
             v = erosion_verdict(dict(zip(seeds, s.clean_control)), dict(zip(seeds, s.clean_pattern)),
                                 by_row.get(lr, []), "claim3.breadth")
             setting_status.append(OUTCOME_STATUS[v.outcome])
-            verdicts.append(v)
+            rate_verdicts.append(v)
+        verdicts.extend(rate_verdicts)
         n_eroded = int((g.erosion > EROSION_THRESHOLD).sum())
         status = _overall(setting_status)
         status = {"reproduced": "holds", "partly reproduced": "partly", "not reproduced": "fails"}.get(status,
@@ -163,7 +164,7 @@ def claim_breadth(breadth: pd.DataFrame | None, rows: list[dict] | None = None) 
         per_lr[float(lr)] = {"computed": int(len(g)), "eroded": n_eroded,
                              "eroded_settings": sorted(g[g.erosion > EROSION_THRESHOLD].label),
                              "seeds_per_setting": int(g.groupby("label").size().min()), "status": status,
-                             "label": _label(verdicts)}
+                             "label": _label(rate_verdicts)}
     return {**empty, "verdict": _overall(statuses), "label": _label(verdicts), "computed": int(len(done)),
             "eroded": int((done.erosion > EROSION_THRESHOLD).sum()), "missing": int(breadth.missing.sum()),
             "per_lr": per_lr}
