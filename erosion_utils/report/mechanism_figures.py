@@ -62,8 +62,8 @@ def controls(frame: pd.DataFrame, reference_batch: int) -> plt.Figure | None:
             if runs.empty:
                 continue
             color, marker = styles[label]
-            sns.lineplot(data=runs, x="batch_size", y="erosion", errorbar=("ci", 95), marker=marker, color=color,
-                         label=label, ax=ax, legend=ax is axes[0])
+            sns.lineplot(data=runs, x="batch_size", y="erosion", errorbar=("ci", 95), seed=0, marker=marker,
+                         color=color, label=label, ax=ax, legend=ax is axes[0])
         ax.set_xscale("log", base=2)
         ax.set_xticks(sorted(ss.batch_size.unique()), [str(b) for b in sorted(ss.batch_size.unique())])
         ax.minorticks_off()
@@ -117,7 +117,7 @@ def weight_decay(frame: pd.DataFrame) -> plt.Figure | None:
     order = [f"{w:g}" for w in sorted(runs.weight_decay.unique())]
     for ax, col, title in ((axes[0], "erosion", "erosion"), (axes[1], "follow_pattern", "follow rate")):
         sns.pointplot(data=data, x="wd", y=col, hue="finetune_lr", order=order, palette=palette, errorbar=("ci", 95),
-                      dodge=0.2 if len(lrs) > 1 else False, ax=ax, legend=ax is axes[1])
+                      seed=0, dodge=0.2 if len(lrs) > 1 else False, ax=ax, legend=ax is axes[1])
         ax.set_xlabel("weight decay")
         ax.set_ylabel("")
         ax.set_title(title)
