@@ -11,7 +11,7 @@
 ``python -m erosion_utils bench --cpu-profile`` (:func:`run_cpu_bench`) times a whole cpu-profile fine-tuning run and
 one evaluation pass on one CPU thread, on the reference path and on the fast path (``fast_path``: channels-last
 training with bf16 autocast as on CUDA, batch norm folded for a float32 evaluation, one batched pass over the three
-test views).
+test views, normalised once per run).
 
 Each variant trains a fresh copy of the same network on the same images, after a short warm-up that is not timed.
 """
@@ -232,22 +232,28 @@ def graphs_selfcheck() -> int:
     return 0 if ok else 1
 
 
-def _timed(fn, repeats: int) -> float:
-    """The median of ``repeats`` timings of ``fn()`` (after one untimed call)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def _timed_in_turns(fns: dict, repeats: int) -> dict:
+    """The median of ``repeats`` timings of each function of ``fns``, taken in turns after one untimed call of each:
+    every round calls each function once, in an order reversed from one round to the next, so that a machine that
+    slows down or speeds up during the benchmark affects every variant alike."""
+    for fn in fns.values():
         fn()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+    times: dict = {name: [] for name in fns}
+    for round_ in range(repeats):
+        for name in (list(fns) if round_ % 2 == 0 else list(fns)[::-1]):
+            start = time.perf_counter()
+            fns[name]()
+            times[name].append(time.perf_counter() - start)
+    return {name: sorted(t)[len(t) // 2] for name, t in times.items()}
 
 
-def run_cpu_bench(repeats: int = 3, lr: float = 0.1, dense_evals: int = 25, data_root: str | None = None) -> dict:
+def run_cpu_bench(repeats: int = 5, lr: float = 0.1, dense_evals: int = 25, data_root: str | None = None) -> dict:
     """The cpu profile's fine-tuning run (the erosion chapter's configuration at ``lr``: VGG-11 at width 0.25,
     300 training and 100 test images per class, batch 64, 3 epochs, 12 evaluations of the three test views) on one
     thread, on the reference path and the fast path, from a freshly initialised network (the weights do not change
-    the cost); one evaluation pass alone; and the fast path with ``dense_evals`` evaluations. Median of ``repeats``."""
+    the cost); one evaluation pass alone (on the fast path, of an evaluator that has prepared its images: a run's
+    time includes preparing them); and the fast path with ``dense_evals`` evaluations. Median of ``repeats``
+    rounds, the variants timed in turns (:func:`_timed_in_turns`)."""
     check_number("repeats", repeats, low=1, integer=True)
     check_number("dense_evals", dense_evals, low=2, integer=True)
     cfg = resolve("erosion", "cpu").config
@@ -264,24 +270,24 @@ def run_cpu_bench(repeats: int = 3, lr: float = 0.1, dense_evals: int = 25, data
     dense_at = next(eval_steps(total, n) for n in range(dense_evals, 10 * dense_evals)
                     if len(eval_steps(total, n)) >= dense_evals)
 
-    def finetune(fast: bool, at: list[int]) -> float:
+    def finetune(fast: bool, at: list[int]):  # a run's whole cost: its evaluator prepares its images anew
         model = new_model(cfg, data)
-        evaluate = make_evaluator(views, fast=fast)
-        return _timed(lambda: train(copy.deepcopy(model), x, y, ft, 1, eval_at=at,
-                                    eval_fn=evaluate, desc="bench", fast=fast), repeats)
+        return lambda: train(copy.deepcopy(model), x, y, ft, 1, eval_at=at, eval_fn=make_evaluator(views, fast=fast),
+                             desc="bench", fast=fast)
 
-    def evaluation(fast: bool) -> float:
+    def evaluation(fast: bool):  # one pass of a run's evaluator (the fast path's images already prepared)
         model = new_model(cfg, data).eval()
         evaluate = make_evaluator(views, fast=fast)
-        return _timed(lambda: evaluate(model), repeats)
+        return lambda: evaluate(model)
 
     rows = []
     with cpu_threads(torch.device("cpu")):
         usual_at = eval_steps(total, cfg.n_evals)
         n_evals, n_dense = len(usual_at), len(dense_at)
-        seconds = {("run", "reference"): finetune(False, usual_at), ("run", "fast"): finetune(True, usual_at),
-                   ("eval", "reference"): evaluation(False), ("eval", "fast"): evaluation(True),
-                   ("dense run", "fast"): finetune(True, dense_at)}
+        seconds = _timed_in_turns({("run", "reference"): finetune(False, usual_at),
+                                   ("run", "fast"): finetune(True, usual_at),
+                                   ("eval", "reference"): evaluation(False), ("eval", "fast"): evaluation(True),
+                                   ("dense run", "fast"): finetune(True, dense_at)}, repeats)
         work = {"run": total * ft.batch_size + n_evals * eval_images, "eval": eval_images,
                 "dense run": total * ft.batch_size + n_dense * eval_images}
         for (what, path), sec in seconds.items():
@@ -296,12 +302,19 @@ def run_cpu_bench(repeats: int = 3, lr: float = 0.1, dense_evals: int = 25, data
             "config": {"arch": cfg.arch, "width": cfg.width, "train_per_class": cfg.train_per_class,
                        "test_per_class": cfg.test_per_class, "finetune_lr": lr, "batch_size": ft.batch_size,
                        "epochs": ft.epochs, "steps": total, "evaluations": n_evals, "dense_evaluations": n_dense,
-                       "images_per_evaluation": eval_images, "initialisation": "random (timing only)"},
+                       "images_per_evaluation": eval_images, "initialisation": "random (timing only)",
+                       "timing": f"median of {repeats} rounds, the variants timed in turns"},
             "rows": rows,
             "targets": {"run_speedup": seconds[("run", "reference")] / seconds[("run", "fast")],
                         "dense_eval_vs_reference_12": dense_eval_cost / (n_evals * eval_ref),
                         "met": {"run_ge_2.5x": seconds[("run", "reference")] / seconds[("run", "fast")] >= 2.5,
                                 "dense_eval_le_1.5x": dense_eval_cost <= 1.5 * n_evals * eval_ref}}}
+
+
+def earlier_measurements(old: dict) -> list[dict]:
+    """The history to keep when a CPU benchmark replaces ``old`` (a file of :func:`run_cpu_bench`): ``old``'s
+    provenance, rows and targets, then the measurements ``old`` kept itself, newest first."""
+    return [{k: old[k] for k in ("provenance", "rows", "targets") if k in old}] + old.get("previous", [])
 
 
 def _cpu_model() -> str:

@@ -102,7 +102,7 @@ def _paper(args) -> int:
 
 
 def _bench(args) -> int:
-    from .bench import format_cpu_rows, format_rows, run_bench, run_cpu_bench
+    from .bench import earlier_measurements, format_cpu_rows, format_rows, run_bench, run_cpu_bench
     from .cache import atomic_write_bytes
     from .data import load_dataset
     from .executors import default_workers
@@ -114,6 +114,8 @@ def _bench(args) -> int:
             raise ParameterError(f"{out} exists (a committed result is never overwritten): pass --json PATH, or "
                                  f"--overwrite")
         result = run_cpu_bench(args.repeats, data_root=args.data)
+        if out.exists():  # --overwrite: the earlier measurements stay in the file, newest first
+            result["previous"] = earlier_measurements(json.loads(out.read_text()))
         print(format_cpu_rows(result))
         atomic_write_bytes(out, json.dumps(result, indent=1).encode())
         print(f"written: {out}")
@@ -196,7 +198,8 @@ def parser() -> argparse.ArgumentParser:
     n.add_argument("--cpu-profile", action="store_true",
                    help="time a cpu-profile fine-tuning run and an evaluation pass on one CPU thread, reference path "
                         "against fast path (default file: results/bench_cpu.json)")
-    n.add_argument("--repeats", type=int, default=3, help="--cpu-profile: timings per variant (the median is kept)")
+    n.add_argument("--repeats", type=int, default=5,
+                   help="--cpu-profile: rounds, each timing every variant once in turn (the median is kept)")
     n.set_defaults(func=_bench)
     h = sub.add_parser("graphs", help="50 CUDA-graphed training steps against eager ones on this GPU (same losses?)")
     h.set_defaults(func=lambda args: _graphs())

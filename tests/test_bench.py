@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -154,3 +155,33 @@ def test_graphed_predictor_matches_eager_on_cuda():
         for p in model.parameters():
             p.mul_(0.5)  # the graph reads the weights in place
     assert (graphed(x) == predict(model, x, batch_size=32)).float().mean() > 0.97
+
+
+def test_a_new_cpu_benchmark_keeps_the_earlier_ones():
+    first = {"provenance": {"git_commit": "a"}, "rows": [1], "targets": {"run_speedup": 2.0}}
+    second = {"provenance": {"git_commit": "b"}, "rows": [2], "targets": {"run_speedup": 2.4},
+              "previous": bench.earlier_measurements(first)}
+    assert bench.earlier_measurements(second) == [
+        {"provenance": {"git_commit": "b"}, "rows": [2], "targets": {"run_speedup": 2.4}},
+        {"provenance": {"git_commit": "a"}, "rows": [1], "targets": {"run_speedup": 2.0}}]
+
+
+def test_the_committed_cpu_benchmark_reads_its_targets_from_its_rows():
+    result = json.loads((Path(bench.__file__).resolve().parents[1] / "results" / "bench_cpu.json").read_text())
+    seconds = {(r["what"], r["path"]): r["seconds"] for r in result["rows"]}
+    speedup = seconds[("run", "reference")] / seconds[("run", "fast")]
+    assert result["targets"]["run_speedup"] == pytest.approx(speedup, rel=1e-3)
+    assert result["targets"]["met"]["run_ge_2.5x"] == (result["targets"]["run_speedup"] >= 2.5)
+    n, dense = result["config"]["evaluations"], seconds[("dense run", "fast")]
+    dense_cost = dense - (seconds[("run", "fast")] - n * seconds[("eval", "fast")])
+    assert result["targets"]["dense_eval_vs_reference_12"] == pytest.approx(
+        dense_cost / (n * seconds[("eval", "reference")]), rel=1e-2)
+    assert result["provenance"]["threads"] == 1 and result["config"]["evaluations"] == 12
+
+
+def test_variants_are_timed_in_turns(monkeypatch):
+    calls, clock = [], iter(range(1000))
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(clock))
+    got = bench._timed_in_turns({"a": lambda: calls.append("a"), "b": lambda: calls.append("b")}, 3)
+    assert calls == ["a", "b", "a", "b", "b", "a", "a", "b"]  # one untimed call each, then rounds in turns
+    assert got == {"a": 1, "b": 1}  # each call takes one tick of the fake clock

@@ -10,9 +10,12 @@ import torch
 from erosion_utils.cache import cache_key
 from erosion_utils.experiments import Context, ErosionConfig, eval_views, load_data, make_evaluator, new_model, \
     patterned_train_set
+from erosion_utils.experiments import core
 from erosion_utils.experiments.core import CPU_THREADS, cpu_threads, finetune_params
-from erosion_utils.train import (TrainConfig, eval_steps, logits, logits_fused, monitor_steps, predict, predict_fused,
-                                 train, train_until_perfect)
+from erosion_utils.models import ARCHS, build_model
+from erosion_utils.train import (PreparedImages, TrainConfig, eval_steps, folded_network, logits, logits_fused,
+                                 monitor_steps, predict, predict_fused, train, train_until_perfect, with_normalization)
+from torch.fx.experimental.optimization import fuse as fx_fuse
 
 # the stated tolerance of the fast path against the reference on a short run (issue 23)
 ACC_TOLERANCE = 0.01
@@ -59,6 +62,99 @@ def test_folded_evaluation_is_the_same_network(pretrained):
     model.train()
     predict_fused(model, x[:10])
     assert model.training
+
+
+def test_prepared_images_give_the_same_logits_to_the_bit(pretrained):
+    """Normalising the fixed images once (PreparedImages) must not change a committed fast-path result: the logits
+    equal those of the per-batch path exactly, also after the normaliser changes and for a network without one."""
+    cfg, data, model = pretrained
+    x = data.x_test[:300]  # not a multiple of the batch: a short last batch
+    prepared = PreparedImages(x)
+    with cpu_threads(torch.device("cpu")):
+        assert torch.equal(logits_fused(model, prepared), logits_fused(model, x))
+        assert torch.equal(predict_fused(model, prepared), predict_fused(model, x))
+        first = prepared.normalised(model.norm)
+        assert prepared.normalised(model.norm) is first  # computed once
+        other = copy.deepcopy(model)
+        other.norm.mean += 1.0
+        assert torch.equal(logits_fused(other, prepared), logits_fused(other, x))
+        assert not torch.equal(logits_fused(other, prepared), logits_fused(model, prepared))
+        bare, floats = model.net, model.norm(x.float())  # no normalising layer: the images go in as they are
+        assert torch.equal(logits_fused(bare, PreparedImages(floats)), logits_fused(bare, floats))
+    assert len(PreparedImages(x[:0])) == 0 and predict_fused(model, PreparedImages(x[:0])).numel() == 0
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_a_kept_fold_gives_the_logits_of_a_fresh_fold_to_the_bit(arch):
+    """The fold is made once per network and refreshed from its weights at every evaluation: after training steps
+    (new weights and batch-norm statistics) the logits equal those of a fresh torch.fx fold, exactly."""
+    torch.manual_seed(0)
+    model = with_normalization(build_model(arch, 10, 0.125, mlp_depth=2, mlp_hidden=64), [0.5] * 3, [0.25] * 3)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randint(0, 256, (160, 3, 32, 32), dtype=torch.uint8, generator=gen)
+    y = torch.randint(0, 10, (160,), generator=gen)
+
+    @torch.inference_mode()
+    def fresh() -> torch.Tensor:
+        was_training = model.training
+        folded = fx_fuse(model.eval()).to(memory_format=torch.channels_last)
+        model.train(was_training)
+        return torch.cat([folded(x[i:i + 128].contiguous(memory_format=torch.channels_last))
+                          for i in range(0, len(x), 128)])
+
+    with cpu_threads(torch.device("cpu")):
+        first = logits_fused(model, x)
+        assert torch.equal(first, fresh())
+        kept = folded_network(model)
+        train(model, x, y, TrainConfig(1, 0.05, batch_size=32), 0, fast=True)
+        after = logits_fused(model, x)
+        assert not torch.equal(after, first)  # the weights changed, and the kept fold followed them
+        assert torch.equal(after, fresh())
+        assert folded_network(model) is kept  # not made again
+    assert model.training  # logits_fused leaves the mode as it found it (train() left the network training)
+
+
+def test_a_network_with_a_traced_constant_is_folded_afresh_at_every_call():
+    """A tensor that is neither a parameter nor a buffer becomes a constant of the trace: a kept fold could not follow
+    it, so such a network is folded anew each time."""
+    class Scaled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.bn, self.scale = torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.tensor(2.0)
+
+        def forward(self, x):
+            return (self.bn(self.conv(x)) * self.scale).flatten(1)
+
+    net, x = Scaled().eval(), torch.randn(5, 3, 8, 8)
+    before = logits_fused(net, x)
+    net.scale = torch.tensor(3.0)
+    assert torch.allclose(logits_fused(net, x), 1.5 * before)
+
+
+def test_the_fast_evaluator_and_monitor_prepare_their_images_once(pretrained, monkeypatch):
+    cfg, data, model = pretrained
+    views = eval_views(cfg, data, torch.device("cpu"))
+    made = []
+    real = core.PreparedImages
+
+    def spy(x):
+        made.append(len(x))
+        return real(x)
+
+    monkeypatch.setattr(core, "PreparedImages", spy)
+    evaluate = make_evaluator(views, fast=True)
+    for _ in range(3):
+        evaluate(model)
+    assert made == [3 * len(views["clean"][0])]
+    made.clear()
+    monitor, records = core.make_monitor(replace(cfg, fast_path=True, monitor_per_class=5), data, views,
+                                         torch.device("cpu"))
+    for step in range(3):
+        monitor(model, step, {})
+    assert made == [2 * 5 * 10, 2 * 5 * 10] and len(records) == 3  # the training and the test monitor images
+    made.clear()
+    core.make_monitor(replace(cfg, monitor_per_class=5), data, views, torch.device("cpu"))
+    assert made == []  # the reference path prepares nothing
 
 
 def test_fast_training_is_channels_last_and_bf16_and_the_reference_is_not(pretrained):

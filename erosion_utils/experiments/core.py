@@ -20,8 +20,9 @@ from .. import data as data_mod
 from ..cache import DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, CheckpointCache, ResultCache, provenance, results_root
 from ..models import ARCHS, build_model, num_stages
 from ..patterns import PatternSpec, make_codes, patched_mask, stamp, test_views
-from ..train import (SCHEDULES, Constraints, TrainConfig, accuracy, eval_steps, logits, monitor_steps, predict,
-                     predict_fused, resolve_device, train, train_until_perfect, with_normalization)
+from ..train import (SCHEDULES, Constraints, PreparedImages, TrainConfig, accuracy, eval_steps, logits,
+                     logits_fused, monitor_steps, predict, predict_fused, resolve_device, train, train_until_perfect,
+                     with_normalization)
 from ..validation import MAX_EPOCHS, MAX_EVALS, ParameterError, check_choice, check_number
 
 PROFILES = ("smoke", "cpu", "paper")  # seconds for tests; minutes on a CPU; the paper's scale, for a GPU
@@ -346,11 +347,12 @@ def make_evaluator(views: dict, y_true: torch.Tensor | None = None, reference: d
     ``mismatched_acc`` (against the true label ``y_true``, by default the clean view's labels) and ``follow_rate``
     (the share of mismatched images predicted as the class of their pattern); given the pretrained weights as
     ``reference``, the weight diagnostics of :func:`weight_stats`. ``fast``: one folded, channels-last pass over the
-    views joined (:func:`erosion_utils.train.predict_fused`) instead of one reference pass per view."""
+    views joined (:func:`erosion_utils.train.predict_fused`; the images prepared once, as
+    :class:`erosion_utils.train.PreparedImages`) instead of one reference pass per view."""
     y_true = views["clean"][1] if y_true is None else y_true
     names = VIEWS if matched else ("clean", "mismatched")
     if fast:
-        joined = torch.cat([views[k][0] for k in names])
+        joined = PreparedImages(torch.cat([views[k][0] for k in names]))
         sizes = [len(views[k][0]) for k in names]
 
         def predictions(model: torch.nn.Module) -> dict:
@@ -394,10 +396,11 @@ def make_monitor(cfg: ErosionConfig, data: data_mod.ImageData, views: dict, devi
     evaluate = make_evaluator(test, fast=cfg.fast_path, matched=False)
     records: list[dict] = []
     n = len(itr)
+    prepared = PreparedImages(train_x) if cfg.fast_path else None
 
     def monitor(model: torch.nn.Module, step: int, since: dict) -> None:
-        losses = torch.nn.functional.cross_entropy(logits(model, train_x, fast=cfg.fast_path), train_y,
-                                                   reduction="none")
+        out = logits_fused(model, prepared) if prepared is not None else logits(model, train_x)
+        losses = torch.nn.functional.cross_entropy(out, train_y, reduction="none")
         records.append({"step": step, "loss_clean": losses[:n].mean().item(),
                         "loss_patterned": losses[n:].mean().item(), **evaluate(model), **since})
 
