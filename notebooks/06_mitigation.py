@@ -100,7 +100,7 @@ from erosion_utils.profiles import parameter_names
 from erosion_utils.report.pages import (compute_note, figure, fold, given_parameters, glue, missing_table,
                                         parameters_table, pending_note, profile_note, provenance_table, rerun_box, table)
 from erosion_utils.report.plan import rule
-from erosion_utils.report.words import epochs, fmt, fmt_value, join_values, plural
+from erosion_utils.report.words import epochs, fmt, fmt_value, plural
 
 plots.setup()
 run = resolve_notebook("mitigation", globals())
@@ -151,47 +151,9 @@ answer = mv.practitioner_answer(otable) if len(otable) else {"recommended": [], 
 # %% tags=["hide-input"]
 
 
-def answer_text() -> str:
-    if base_opt is None or gain is None:
-        return "The transfer setting's results are missing, so this page cannot answer yet."
-    n = len(base_opt.seeds)
-    base_row = otable[otable.kind == "baseline"].iloc[0]
-    if gain.outcome != "something to learn":
-        return (f"In the transfer setting ({scale}, {plural(n, 'seed')}), fine-tuning did not measurably gain clean "
-                f"accuracy (gain {gain.intervals['gain'].text()}), so no option can be judged on what it keeps.")
-    pre = V.rate(base_opt.start)
-    lead = (f"In the transfer setting ({scale}, {plural(n, 'seed')}), plain fine-tuning on the patterned images ends at "
-            f"a clean test accuracy of {base_row['clean acc.'].text()}, below the pretrained network's {pre.text()} "
-            f"(the control gains {gain.intervals['gain'].text()} over it), and follows the pattern in "
-            f"{base_row['follow rate'].text()} of mismatched test images.")
-    if answer["best"] is None:
-        opts = otable[(otable.kind != "baseline") & (otable.verdict != "not tested")]
-        ignoring = opts[opts.verdict == "ignores the shortcut, loses the gain"]
-        keeper = opts.loc[opts["gain kept"].map(lambda i: i.estimate).idxmax()] if len(opts) else None
-        text = lead + " No option both keeps at least half of the gain and clearly ignores the shortcut (the plan's rule)"
-        if len(ignoring):
-            text += (": those that ignore it give up what fine-tuning adds (gain kept: " + "; ".join(
-                f"{r['option']}, {r['gain kept'].text()}" for _, r in ignoring.iterrows()) + ")")
-        if keeper is not None and keeper["option"] not in set(ignoring.option):
-            ign = rule("transfer.option").thresholds["ignores"]
-            miss = keeper["follow rate"].hi - ign
-            text += (f", and the one that keeps the most of the gain, {keeper['option']} ({keeper['gain kept'].text()}), "
-                     f"still follows the pattern in {keeper['follow rate'].text()} of mismatched images "
-                     f"({keeper['verdict']} by the rule"
-                     + (f"; it misses 'ignores the shortcut' by {miss:.3f}, so this answer is fragile"
-                        if 0 < miss < 0.1 * ign else "") + ")")
-        return text + "."
-    b = answer["best_row"]
-    return lead + (f" **{b['option']}** keeps {b['gain kept'].text()} of the gain while following the pattern in only "
-                   f"{b['follow rate'].text()} ({b['label']}); "
-                   + (f"{plural(len(answer['recommended']) - 1, 'other option')} also qualif"
-                      f"{'ies' if len(answer['recommended']) == 2 else 'y'}: "
-                      + join_values(answer['recommended'][1:], formatter=str) + "."
-                      if len(answer["recommended"]) > 1 else "it is the only option that qualifies."))
-
-
-glue("mitigation_answer", answer_text())
-display(Markdown(answer_text()))
+answer_text = mv.answer_text(base_opt, gain, otable, answer, scale)
+glue("mitigation_answer", answer_text)
+display(Markdown(answer_text))
 
 # %% [markdown]
 # ## The transfer setting
@@ -291,16 +253,7 @@ if len(per_seed):
                                 for r in per_seed.itertuples()]),
                   caption="Recovery per seed: steps to the target (the pretrained network's clean accuracy) on the "
                           "evaluation grid; '> n': not within the n steps of the run"))
-    ties = int((per_seed.steps_eroded == per_seed.steps_reinit_1).sum())
-    ctrl = [a["records"] for r in trecovery_rows if not r.get("missing")
-            for a in [r["recovery"]["result"]["arms"]["control"]]]
-    ctrl_drop = max(rs[0]["clean_acc"] - min(x["clean_acc"] for x in rs) for rs in ctrl) if ctrl else 0.0
-    display(Markdown("Verdict: " + V.describe(rec)
-                     + (f" {plural(ties, 'seed')} {'is a tie' if ties == 1 else 'are ties'} on the evaluation grid (the "
-                        f"eroded network and the one with its last stage re-initialised reach the target at the same "
-                        f"evaluated step)." if ties else "")
-                     + (f" The clean control itself loses up to {ctrl_drop:.3f} of clean accuracy during recovery, so "
-                        f"first-passage times on these curves are noisy." if ctrl_drop > 0.03 else "")))
+    display(Markdown("Verdict: " + V.describe(rec) + mv.recovery_notes(per_seed, trecovery_rows)))
 else:
     display(Markdown("The recovery results are missing."))
 
@@ -315,40 +268,15 @@ else:
 # %% tags=["hide-input"]
 
 
-def same_data_verdicts(rows: list[dict]) -> dict:
-    opts = mv.options(rows)
-    base = next((o for o in opts if o.kind == "baseline"), None)
-    if base is None:
-        return {}
-    erodes = mv.erosion_verdict(base, "claim1.erosion")
-    erodes.outcome = {"holds": "erodes"}.get(erodes.outcome, erodes.outcome)
-    return {"baseline": (base, erodes), **{o.label: (o, mv.same_data_option_verdict(o, base, erodes))
-                                           for o in opts if o.kind != "baseline"}}
-
-
-explo, confi = same_data_verdicts(rows), same_data_verdicts(confirm_rows)
+explo, confi = mv.same_data_verdicts(rows), mv.same_data_verdicts(confirm_rows)
 labels = list(dict.fromkeys(list(explo) + list(confi)))
-
-
-def cell(d: dict, label: str, key: str) -> str:
-    if label not in d:
-        return "missing"
-    o, v = d[label]
-    if key == "erosion":
-        iv = v.intervals.get("erosion") or V.paired(o.control, o.metric("clean_acc"))
-        return iv.text()
-    return f"{v.outcome} ({v.label}{', fragile' if v.fragile else ''})"
-
-
 if labels:
-    display(table(pd.DataFrame([{"option": lab, "erosion, seeds 0–2": cell(explo, lab, "erosion"),
-                                 "verdict, seeds 0–2": cell(explo, lab, "verdict"),
-                                 "erosion, seeds 3–7": cell(confi, lab, "erosion"),
-                                 "verdict, seeds 3–7": cell(confi, lab, "verdict")} for lab in labels]),
+    display(table(pd.DataFrame([{"option": lab, "erosion, seeds 0–2": mv.same_data_cell(explo, lab, "erosion"),
+                                 "verdict, seeds 0–2": mv.same_data_cell(explo, lab, "verdict"),
+                                 "erosion, seeds 3–7": mv.same_data_cell(confi, lab, "erosion"),
+                                 "verdict, seeds 3–7": mv.same_data_cell(confi, lab, "verdict")} for lab in labels]),
                   caption=f"The paper's setting ({scale}): erosion, mean [95% interval], and the plan's verdict"))
-unpaired = [abs(r["pattern"]["result"]["records"][0]["clean_acc"] - r["control"]["result"]["records"][0]["clean_acc"])
-            for r in rows + interp_rows if not r.get("missing") and r.get("pattern")]
-unpaired = [d for d in unpaired if d > 0.0005]
+unpaired = mv.unpaired_starts(rows + interp_rows)
 if unpaired:
     display(Markdown(
         f"**Seeds 0–2 are not paired.** {plural(len(unpaired), 'run')} of the exploratory seeds (options and "
@@ -377,7 +305,7 @@ srec = {lr: mv.same_data_recovery_verdict(recovery_rows, lr) for lr in mit.recov
 display(Markdown("Per seed, by the plan's rule for this design: " + "; ".join(
     f"at recovery rate {fmt_value(lr)}: **{v.outcome}** ({v.label})" for lr, v in srec.items()) + "."))
 glue("key_mitigation", mv.key_result(answer, gain, terosion, rec, scale) if gain else f"not computed at the {scale}")
-glue("disc_mitigation", mv.discussion(answer_text(), rec, {lab: v for lab, (o, v) in confi.items() if lab != "baseline"},
+glue("disc_mitigation", mv.discussion(answer_text, rec, {lab: v for lab, (o, v) in confi.items() if lab != "baseline"},
                                       scale))
 
 # %% [markdown]

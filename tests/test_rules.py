@@ -808,6 +808,89 @@ def test_mitigation_key_result_carries_every_label():
     assert flat == "in the transfer setting (cpu scale, 3 seeds) fine-tuning gained nothing measurable (confirmatory)"
 
 
+def transfer_answer(*options, gain=0.06):
+    """The page's answer for the baseline and options given as (kept, follow, label, kind)."""
+    rows = [mit_row(s, start=0.5, control=0.5 + gain, clean=0.5 + gain - 0.3, follow=0.7) for s in SEEDS]
+    for kept, follow, label, kind in options:
+        rows += option_rows(kept, follow, label, kind)
+    opts = gv.options(rows)
+    base, gain_v = opts[0], gv.gain_verdict(opts[0])
+    table = gv.option_table(opts, {o.label: gv.option_verdict(o, gain_v) for o in opts})
+    answer = gv.practitioner_answer(table)
+    return gv.answer_text(base, gain_v, table, answer, "cpu scale"), answer
+
+
+def test_the_transfer_answer_in_every_case():
+    ign = th("transfer.option", "ignores")
+    assert gv.answer_text(None, None, pd.DataFrame(), {}, "cpu scale") == (
+        "The transfer setting's results are missing, so this page cannot answer yet.")
+    flat, _ = transfer_answer((0.9, 0.0, "freeze 4 of 5 stages", "freeze"), gain=0.0)
+    assert flat.startswith("In the transfer setting (cpu scale, 3 seeds), fine-tuning did not measurably gain")
+    one, _ = transfer_answer((0.9, 0.0, "freeze 4 of 5 stages", "freeze"))
+    assert one.startswith("In the transfer setting (cpu scale, 3 seeds), plain fine-tuning on the patterned images "
+                          "ends at a clean test accuracy of 0.260 [")
+    assert one.endswith("**freeze 4 of 5 stages** keeps 0.900 [0.900, 0.900] of the gain while following the pattern "
+                        "in only 0.000 [0.000, 0.000] (confirmatory); it is the only option that qualifies.")
+    two, _ = transfer_answer((0.9, 0.0, "freeze 4 of 5 stages", "freeze"), (1.2, 0.0, "L2-SP α=0.1", "l2sp"))
+    assert "**L2-SP α=0.1** keeps 1.200" in two and two.endswith("1 other option also qualifies: freeze 4 of 5 stages.")
+    none, answer = transfer_answer((-0.2, 0.0, "freeze 4 of 5 stages", "freeze"),
+                                   (0.9, 0.6, "lower rate 0.003", "lower_lr"))
+    assert answer["best"] is None and answer["near_miss"] is None
+    assert ("No option both keeps at least half of the gain and clearly ignores the shortcut (the plan's rule): those "
+            "that ignore it give up what fine-tuning adds (gain kept: freeze 4 of 5 stages, -0.200 [-0.200, -0.200]), "
+            "and the one that keeps the most of the gain, lower rate 0.003 (0.900 [0.900, 0.900]), still follows the "
+            "pattern in 0.600 [0.600, 0.600] of mismatched images (keeps the gain, follows the shortcut by the "
+            "rule).") in none and "fragile" not in none
+    # just above the 'ignores' threshold: the answer's near miss, and the page says by how much and that it is fragile
+    near, answer = transfer_answer((0.9, 1.02 * ign, "patterned fraction 0.5", "fraction"))
+    assert answer["near_miss"] == "patterned fraction 0.5"
+    assert near.endswith(f"(inconclusive by the rule; it misses 'ignores the shortcut' by {0.02 * ign:.3f}, so this "
+                         f"answer is fragile).")
+    far, answer = transfer_answer((0.9, 1.5 * ign, "patterned fraction 0.5", "fraction"))
+    assert answer["near_miss"] is None and far.endswith("(inconclusive by the rule).")
+
+
+def test_recovery_notes_count_ties_and_a_falling_control():
+    rows = [rec_row(3, {"eroded": 20, "reinit_1": 20}), rec_row(4, {"eroded": 10, "reinit_1": 20}),
+            rec_row(5, {"eroded": None, "reinit_1": None}), {"seed": 6, "missing": True}]
+    per_seed = gv.recovery_per_seed(rows, th("transfer.recovery", "target"))
+    assert gv.recovery_ties(per_seed) == 1  # seed 5 never reaches the target with either: not a tie
+    assert gv.recovery_ties(per_seed.iloc[0:0]) == 0
+    assert gv.control_drop(rows) == 0.0 and gv.control_drop([]) == 0.0
+    assert gv.recovery_notes(per_seed, rows) == (
+        " 1 seed is a tie on the evaluation grid (the eroded network and the one with its last stage re-initialised "
+        "reach the target at the same evaluated step).")
+    records = rows[1]["recovery"]["result"]["arms"]["control"]["records"]
+    records[3]["clean_acc"] = records[0]["clean_acc"] - 0.04
+    assert gv.control_drop(rows) == pytest.approx(0.04)
+    assert gv.recovery_notes(per_seed, rows).endswith(
+        "The clean control itself loses up to 0.040 of clean accuracy during recovery, so first-passage times on these "
+        "curves are noisy.")
+    records[3]["clean_acc"] = records[0]["clean_acc"] - gv.CONTROL_DROP_NOTE
+    assert "control" not in gv.recovery_notes(per_seed, rows)
+    assert gv.recovery_notes(per_seed.iloc[1:2], rows[1:2]) == ""
+
+
+def test_the_same_data_table_and_the_unpaired_starts():
+    rows = [mit_row(s, control=0.6, clean=0.3) for s in SEEDS]
+    rows += [mit_row(s, "lower rate 0.01", "lower_lr", 0.01, control=0.6, clean=0.6) for s in SEEDS]
+    got = gv.same_data_verdicts(rows)
+    assert list(got) == ["baseline", "lower rate 0.01"]
+    assert got["baseline"][1].outcome == "erodes" and got["baseline"][1].rule == "claim1.erosion"
+    assert got["lower rate 0.01"][1].outcome == "prevents"
+    assert gv.same_data_verdicts(rows[3:]) == {}  # no baseline
+    assert gv.same_data_cell(got, "freeze 4 of 5 stages", "verdict") == "missing"
+    assert gv.same_data_cell(got, "baseline", "erosion") == "0.300 [0.300, 0.300]"
+    assert gv.same_data_cell(got, "lower rate 0.01", "erosion") == "0.000 [0.000, 0.000]"
+    assert gv.same_data_cell(got, "lower rate 0.01", "verdict") == "prevents (confirmatory)"
+    assert gv.unpaired_starts(rows) == []
+    moved = mit_row(3, "lower rate 0.01", "lower_lr", 0.01)
+    moved["pattern"]["result"]["records"][0]["clean_acc"] += 0.004
+    edge = mit_row(4, "lower rate 0.01", "lower_lr", 0.01)
+    edge["pattern"]["result"]["records"][0]["clean_acc"] += gv.UNPAIRED_START / 2
+    assert gv.unpaired_starts([moved, edge, {**moved, "missing": True}]) == [pytest.approx(0.004)]
+
+
 # =============================================================== the older rules still on the pages, at their edges
 
 def _summary(follow_by_lr: dict, seeds=SEEDS) -> pd.DataFrame:

@@ -102,6 +102,10 @@ def test_bootstrap_ratio_keeps_pairs_and_is_reproducible():
     assert first.lo < first.estimate < first.hi
     assert math.isnan(V.bootstrap_ratio({0: 0.1}, {0: 0.0}).estimate)
     assert V.bootstrap_ratio({}, {}).n == 0 and math.isnan(V.bootstrap_ratio({0: 1.0}, {0: 2.0}).lo)
+    flat = V.bootstrap_ratio({0: 0.1, 1: 0.0, 2: -0.1}, {0: 0.0, 1: 0.0, 2: 0.0})  # no gain in any seed
+    assert math.isnan(flat.estimate) and math.isnan(flat.lo) and math.isnan(flat.hi) and flat.n == 3
+    some = V.bootstrap_ratio({0: 0.1, 1: 0.05}, {0: 0.0, 1: 0.1})  # resamples of seed 0 alone are dropped
+    assert some.estimate == pytest.approx(1.5) and some.lo == pytest.approx(0.5) and some.hi == pytest.approx(1.5)
 
 
 def test_seed_bootstrap_fit_recovers_known_coefficients():

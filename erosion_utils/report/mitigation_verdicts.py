@@ -1,7 +1,8 @@
 """The mitigation chapter's verdicts by the analysis plan (:mod:`erosion_utils.report.plan`): in the transfer setting
 (something to learn, the baseline's erosion, what each option keeps and drops, recovery against references that
-arrive), and in the paper's (same-data) setting (prevents / reduces, weight interpolation, recovery). Pure functions
-of cached results (the rows of :mod:`erosion_utils.experiments.mitigation`'s experiments).
+arrive), and in the paper's (same-data) setting (prevents / reduces, weight interpolation, recovery), with the
+sentences the page builds from them (the answer, the recovery notes, the same-data table's cells). Pure functions of
+cached results (the rows of :mod:`erosion_utils.experiments.mitigation`'s experiments).
 """
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import numpy as np
 import pandas as pd
 
 from . import verdicts as V
+from .plan import rule
+from .words import join_values, plural
 
 
 @dataclass
@@ -159,6 +162,49 @@ def practitioner_answer(table: pd.DataFrame) -> dict:
             "best_row": order[0] if order else None, "near_miss": near[0] if near and not order else None}
 
 
+def answer_text(baseline: Option | None, gain: V.Verdict | None, table: pd.DataFrame, answer: dict,
+                scale: str) -> str:
+    """The page's answer in the transfer setting, from the baseline, the gain verdict, the option table
+    (:func:`option_table`) and :func:`practitioner_answer`: the recommended option, or why none qualifies (those that
+    ignore the shortcut and what they give up; the one that keeps the most of the gain and what it still follows,
+    flagged as fragile when it is the answer's near miss)."""
+    if baseline is None or gain is None:
+        return "The transfer setting's results are missing, so this page cannot answer yet."
+    n = len(baseline.seeds)
+    if gain.outcome != "something to learn":
+        return (f"In the transfer setting ({scale}, {plural(n, 'seed')}), fine-tuning did not measurably gain clean "
+                f"accuracy (gain {gain.intervals['gain'].text()}), so no option can be judged on what it keeps.")
+    base_row = table[table.kind == "baseline"].iloc[0]
+    lead = (f"In the transfer setting ({scale}, {plural(n, 'seed')}), plain fine-tuning on the patterned images ends at "
+            f"a clean test accuracy of {base_row['clean acc.'].text()}, below the pretrained network's "
+            f"{V.rate(baseline.start).text()} (the control gains {gain.intervals['gain'].text()} over it), and follows "
+            f"the pattern in {base_row['follow rate'].text()} of mismatched test images.")
+    if answer["best"] is None:
+        opts = table[(table.kind != "baseline") & (table.verdict != "not tested")]
+        ignoring = opts[opts.verdict == "ignores the shortcut, loses the gain"]
+        keeper = opts.loc[opts["gain kept"].map(lambda i: i.estimate).idxmax()] if len(opts) else None
+        text = lead + " No option both keeps at least half of the gain and clearly ignores the shortcut (the plan's rule)"
+        if len(ignoring):
+            text += (": those that ignore it give up what fine-tuning adds (gain kept: " + "; ".join(
+                f"{r['option']}, {r['gain kept'].text()}" for _, r in ignoring.iterrows()) + ")")
+        if keeper is not None and keeper["option"] not in set(ignoring.option):
+            miss = keeper["follow rate"].hi - rule("transfer.option").thresholds["ignores"]
+            near = keeper["option"] == answer.get("near_miss")
+            text += (f", and the one that keeps the most of the gain, {keeper['option']} ({keeper['gain kept'].text()}), "
+                     f"still follows the pattern in {keeper['follow rate'].text()} of mismatched images "
+                     f"({keeper['verdict']} by the rule"
+                     + ((f"; it misses 'ignores the shortcut' by {miss:.3f}" if miss > 0 else "; it narrowly misses "
+                         "the rule") + ", so this answer is fragile" if near else "") + ")")
+        return text + "."
+    b = answer["best_row"]
+    return lead + (f" **{b['option']}** keeps {b['gain kept'].text()} of the gain while following the pattern in only "
+                   f"{b['follow rate'].text()} ({b['label']}); "
+                   + (f"{plural(len(answer['recommended']) - 1, 'other option')} also qualif"
+                      f"{'ies' if len(answer['recommended']) == 2 else 'y'}: "
+                      + join_values(answer['recommended'][1:], formatter=str) + "."
+                      if len(answer["recommended"]) > 1 else "it is the only option that qualifies."))
+
+
 # -------------------------------------------------------------------------------------------------- recovery
 
 RECOVERY_ARMS = ("eroded", "control", "reinit_1", "reinit_2", "scratch")
@@ -217,6 +263,35 @@ def recovery_verdict(rows: list[dict]) -> V.Verdict:
                    seeds=sorted(r["seed"] for r in rows if not r.get("missing")))
 
 
+def recovery_ties(per_seed: pd.DataFrame) -> int:
+    """Seeds where the eroded network and the one with its last stage re-initialised reach the target at the same
+    evaluated step (both reaching it)."""
+    if per_seed.empty:
+        return 0
+    both = per_seed.steps_eroded.notna() & per_seed.steps_reinit_1.notna()
+    return int((both & (per_seed.steps_eroded == per_seed.steps_reinit_1)).sum())
+
+
+def control_drop(rows: list[dict]) -> float:
+    """The largest fall of the clean control's clean accuracy during recovery below where it started, over seeds."""
+    drops = [rs[0]["clean_acc"] - min(r["clean_acc"] for r in rs) for row in rows if not row.get("missing")
+             for rs in [row["recovery"]["result"]["arms"]["control"]["records"]]]
+    return max(drops, default=0.0)
+
+
+CONTROL_DROP_NOTE = 0.03  # a clean control that falls more than this during recovery makes first passages noisy
+
+
+def recovery_notes(per_seed: pd.DataFrame, rows: list[dict]) -> str:
+    """Sentences after the recovery verdict: ties on the evaluation grid, and a clean control that itself falls."""
+    ties, drop = recovery_ties(per_seed), control_drop(rows)
+    return ((f" {plural(ties, 'seed')} {'is a tie' if ties == 1 else 'are ties'} on the evaluation grid (the eroded "
+             f"network and the one with its last stage re-initialised reach the target at the same evaluated step)."
+             if ties else "")
+            + (f" The clean control itself loses up to {drop:.3f} of clean accuracy during recovery, so first-passage "
+               f"times on these curves are noisy." if drop > CONTROL_DROP_NOTE else ""))
+
+
 # --------------------------------------------------------------------------------------- the paper's setting
 
 def same_data_option_verdict(option: Option, baseline: Option, baseline_erodes: V.Verdict) -> V.Verdict:
@@ -239,6 +314,41 @@ def same_data_option_verdict(option: Option, baseline: Option, baseline_erodes: 
 
     return V.judge("same_data.option", statistics, decide, entries=option.entries + baseline.entries,
                    seeds=option.seeds)
+
+
+def same_data_verdicts(rows: list[dict]) -> dict[str, tuple[Option, V.Verdict]]:
+    """The paper's setting, one design (the exploratory or the confirmatory seeds): option label -> (the option, its
+    verdict), the baseline first with its erosion verdict (claim 1's rule: ``erodes``, ``does not erode`` or
+    ``inconclusive``); empty without a baseline."""
+    opts = options(rows)
+    base = next((o for o in opts if o.kind == "baseline"), None)
+    if base is None:
+        return {}
+    erodes = erosion_verdict(base, "claim1.erosion")
+    return {"baseline": (base, erodes), **{o.label: (o, same_data_option_verdict(o, base, erodes))
+                                           for o in opts if o.kind != "baseline"}}
+
+
+def same_data_cell(verdicts: dict[str, tuple[Option, V.Verdict]], label: str, key: str) -> str:
+    """One cell of the paper's-setting table: the option's erosion interval (``key`` "erosion") or its verdict with
+    label; "missing" where the design has no such option."""
+    if label not in verdicts:
+        return "missing"
+    option, verdict = verdicts[label]
+    if key == "erosion":
+        return (verdict.intervals.get("erosion") or V.paired(option.control, option.metric("clean_acc"))).text()
+    return f"{verdict.outcome} ({verdict.label}{', fragile' if verdict.fragile else ''})"
+
+
+UNPAIRED_START = 0.0005  # a pattern run whose step-0 clean accuracy differs more from its control's is not paired
+
+
+def unpaired_starts(rows: list[dict]) -> list[float]:
+    """The step-0 clean-accuracy gaps between pattern runs and their controls that exceed :data:`UNPAIRED_START`:
+    runs that did not start from the control's pretrained network, so their comparison with it is not paired."""
+    gaps = [abs(r["pattern"]["result"]["records"][0]["clean_acc"] - r["control"]["result"]["records"][0]["clean_acc"])
+            for r in rows if not r.get("missing") and r.get("pattern")]
+    return [g for g in gaps if g > UNPAIRED_START]
 
 
 def same_data_interpolation_verdict(rows: list[dict]) -> V.Verdict:

@@ -94,7 +94,7 @@ def loss(values: dict | Iterable, level: float = plan.LEVEL) -> Interval:
 def bootstrap_ratio(num: dict, den: dict, level: float = plan.LEVEL, resamples: int = plan.BOOTSTRAP,
                     seed: int = 0) -> Interval:
     """mean(num) / mean(den) over the seeds both have, with a seed-bootstrap percentile interval (pairs kept);
-    resamples whose denominator is 0 are dropped."""
+    resamples whose denominator is 0 are dropped (no interval when every one is)."""
     seeds = sorted(set(num) & set(den))
     n = len(seeds)
     if n == 0:
@@ -107,6 +107,8 @@ def bootstrap_ratio(num: dict, den: dict, level: float = plan.LEVEL, resamples: 
     idx = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
     dx, dy = x[idx].mean(1), y[idx].mean(1)
     ok = dy != 0
+    if not ok.any():  # every denominator is 0 (no gain in any seed): no ratio, no interval
+        return Interval(est, math.nan, math.nan, n, "bootstrap_ratio")
     ratios = dx[ok] / dy[ok]
     lo, hi = np.quantile(ratios, [0.5 - level / 2, 0.5 + level / 2])
     return Interval(est, float(lo), float(hi), n, "bootstrap_ratio")
