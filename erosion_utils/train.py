@@ -5,8 +5,9 @@ no fine-tuning constraint is active (EROSION_CUDA_GRAPHS=0 turns it off). On CPU
 eager. The CPU fast path (``fast=True``) trains as CUDA does, channels-last with bf16 autocast, and evaluates in
 float32 with batch norm folded into the preceding layer (:func:`predict_fused`): other kernels and a lower training
 precision, so its numbers differ from the reference path's (a configuration records which path computed it).
-Fixed images that the fast path evaluates many times are normalised once (:class:`PreparedImages`): the same floats,
-so the same results to the bit.
+Fixed images that the fast path evaluates many times are normalised once (:class:`PreparedImages`), and the fold is
+made once per network and refreshed from its weights (:class:`FoldedNetwork`): the same floats, so the same results
+to the bit.
 """
 from __future__ import annotations
 
@@ -207,10 +208,11 @@ class FoldedNetwork:
 
     def __init__(self, net: nn.Module):
         self.signature = self.signature_of(net)
-        self.module = fx_fuse(net).to(memory_format=torch.channels_last)
+        traced = fx.symbolic_trace(net)  # traced once: fuse folds a copy of this trace
+        self.module = fx_fuse(traced, no_trace=True).to(memory_format=torch.channels_last)
         kept = dict(self.module.named_modules())
-        modules = dict(net.named_modules())
-        self.pairs = [(node.args[0].target, node.target) for node in fx.symbolic_trace(net).graph.nodes
+        modules = dict(traced.named_modules())
+        self.pairs = [(node.args[0].target, node.target) for node in traced.graph.nodes
                       if node.op == "call_module" and isinstance(modules[node.target], nn.modules.batchnorm._BatchNorm)
                       and node.target not in kept]  # the batch norms fuse folded, each with the layer before it
         live = set(dict(net.named_parameters())) | set(dict(net.named_buffers()))
