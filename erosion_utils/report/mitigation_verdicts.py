@@ -175,23 +175,25 @@ def answer_text(baseline: Option | None, gain: V.Verdict | None, table: pd.DataF
         return (f"In the transfer setting ({scale}, {plural(n, 'seed')}), fine-tuning did not measurably gain clean "
                 f"accuracy (gain {gain.intervals['gain'].text()}), so no option can be judged on what it keeps.")
     base_row = table[table.kind == "baseline"].iloc[0]
-    lead = (f"In the transfer setting ({scale}, {plural(n, 'seed')}), plain fine-tuning on the patterned images ends at "
-            f"a clean test accuracy of {base_row['clean acc.'].text()}, below the pretrained network's "
+    lead = (f"In the transfer setting ({scale}, {plural(n, 'seed')}), plain fine-tuning on the patterned images "
+            f"ends at a clean test accuracy of {base_row['clean acc.'].text()}, below the pretrained network's "
             f"{V.rate(baseline.start).text()} (the control gains {gain.intervals['gain'].text()} over it), and follows "
             f"the pattern in {base_row['follow rate'].text()} of mismatched test images.")
     if answer["best"] is None:
         opts = table[(table.kind != "baseline") & (table.verdict != "not tested")]
         ignoring = opts[opts.verdict == "ignores the shortcut, loses the gain"]
         keeper = opts.loc[opts["gain kept"].map(lambda i: i.estimate).idxmax()] if len(opts) else None
-        text = lead + " No option both keeps at least half of the gain and clearly ignores the shortcut (the plan's rule)"
+        text = lead + (" No option both keeps at least half of the gain and clearly ignores the shortcut (the "
+                       "plan's rule)")
         if len(ignoring):
             text += (": those that ignore it give up what fine-tuning adds (gain kept: " + "; ".join(
                 f"{r['option']}, {r['gain kept'].text()}" for _, r in ignoring.iterrows()) + ")")
         if keeper is not None and keeper["option"] not in set(ignoring.option):
             miss = keeper["follow rate"].hi - rule("transfer.option").thresholds["ignores"]
             near = keeper["option"] == answer.get("near_miss")
-            text += (f", and the one that keeps the most of the gain, {keeper['option']} ({keeper['gain kept'].text()}), "
-                     f"still follows the pattern in {keeper['follow rate'].text()} of mismatched images "
+            text += (f", and the one that keeps the most of the gain, {keeper['option']} "
+                     f"({keeper['gain kept'].text()}), still follows the pattern in {keeper['follow rate'].text()} "
+                     f"of mismatched images "
                      f"({keeper['verdict']} by the rule"
                      + ((f"; it misses 'ignores the shortcut' by {miss:.3f}" if miss > 0 else "; it narrowly misses "
                          "the rule") + ", so this answer is fragile" if near else "") + ")")
