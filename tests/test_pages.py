@@ -6,6 +6,7 @@ import math
 import re
 
 import matplotlib
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -206,6 +207,20 @@ def test_figures_are_legible_at_page_width(lrs):
     colours = {matplotlib.colors.to_hex(line.get_color()) for ax in panels for line in ax.get_lines()}
     assert colours <= {plots.PALETTE["pattern"], plots.PALETTE["control"]}  # the shared colours
     matplotlib.pyplot.close(head)
+
+
+def test_the_seed_figure_draws_its_jitter_the_same_way_every_time():
+    summary = analysis.summary_frame(runs([0.01, 0.1], [0, 1, 2]))
+
+    def points(fig):
+        return [c.get_offsets().tolist() for c in fig.axes[0].collections]
+
+    state = np.random.get_state()
+    first, again = plots.seed_bars(summary), plots.seed_bars(summary)
+    assert points(first) == points(again) and any(len(p) for p in points(first))
+    assert all(a == b for a, b in zip(np.random.get_state()[1], state[1]))  # the global state is left as it was
+    matplotlib.pyplot.close(first)
+    matplotlib.pyplot.close(again)
 
 
 def test_legibility_check_catches_small_fonts_wide_figures_and_crowded_rows():

@@ -9,10 +9,12 @@ functions return None when there is nothing to draw.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 import matplotlib
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
@@ -201,6 +203,18 @@ def erosion_metrics(traj: pd.DataFrame, metrics=("matched_acc", "follow_rate", "
     return fig
 
 
+@contextlib.contextmanager
+def fixed_global_rng(seed: int = 0):
+    """numpy's global random state seeded with ``seed`` within the block, and restored after it: seaborn's stripplot
+    draws its jitter from that state, so the same results draw the same figure in every build."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def seed_bars(summary: pd.DataFrame) -> plt.Figure | None:
     """Per seed and learning rate: final clean accuracy of the pattern run and of the control."""
     if summary.empty:
@@ -213,8 +227,9 @@ def seed_bars(summary: pd.DataFrame) -> plt.Figure | None:
     fig, ax = plt.subplots(figsize=(min(PAGE_WIDTH_IN, 2.6 + 1.1 * len(order)), 2.6), layout="constrained")
     sns.barplot(data=long, x="finetune_lr", y="clean accuracy", hue="run", hue_order=["pattern", "control"],
                 order=order, palette=PALETTE, errorbar=None, ax=ax, alpha=0.6)
-    sns.stripplot(data=long, x="finetune_lr", y="clean accuracy", hue="run", hue_order=["pattern", "control"],
-                  order=order, palette=PALETTE, dodge=True, ax=ax, legend=False)
+    with fixed_global_rng():
+        sns.stripplot(data=long, x="finetune_lr", y="clean accuracy", hue="run", hue_order=["pattern", "control"],
+                      order=order, palette=PALETTE, dodge=True, ax=ax, legend=False)
     ax.set_xlabel("fine-tuning learning rate")
     ax.set_ylim(0, 1)
     ax.grid(axis="y", alpha=0.3)
