@@ -61,3 +61,10 @@ def test_pattern_run_and_control_never_share_a_key():
         own = cache_key("finetune", finetune_params(cfg, entry["params"]["patterned"]))
         other = cache_key("finetune", finetune_params(cfg, not entry["params"]["patterned"]))
         assert own == entry["key"] and other != own
+
+
+def test_the_seeds_outside_the_cache_key_keep_the_values_the_committed_results_used():
+    """These seeds shape results but enter no cache key (they are the same for every configuration): the monitor
+    images and the pretraining subset. A new value would leave every committed result under its old key while the
+    code drew other images, so changing one means first adding it to the key (only where it differs)."""
+    assert core.MONITOR_SEED == 54321 and core.PRETRAIN_SUBSET_SEED == 12345
