@@ -13,6 +13,7 @@ end.
 """
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -848,9 +849,37 @@ def test_the_transfer_answer_in_every_case():
                          f"answer is fragile).")
     far, answer = transfer_answer((0.9, 1.5 * ign, "patterned fraction 0.5", "fraction"))
     assert answer["near_miss"] is None and far.endswith("(inconclusive by the rule).")
+    # the option keeping the most of the gain is itself one that ignores the shortcut: no second clause
+    only, _ = transfer_answer((-0.2, 0.0, "freeze 4 of 5 stages", "freeze"), (-0.5, 0.0, "lower rate 0.003", "lower_lr"))
+    assert only.endswith("(gain kept: freeze 4 of 5 stages, -0.200 [-0.200, -0.200]; lower rate 0.003, -0.500 "
+                         "[-0.500, -0.500]).")
+    # the keeper is the best option, never the baseline (whose own 'gain kept' may be larger)
+    worst, _ = transfer_answer((-5.0, 0.6, "lower rate 0.003", "lower_lr"))
+    assert "the one that keeps the most of the gain, lower rate 0.003 (-5.000" in worst and "baseline" not in worst
+    base = gv.options([mit_row(s, start=0.5, control=0.56, clean=0.26) for s in SEEDS])[0]
+    assert gv.answer_text(base, None, pd.DataFrame(), {}, "cpu scale").startswith("The transfer setting's results")
 
 
-def test_recovery_notes_count_ties_and_a_falling_control():
+def test_the_transfer_answer_at_the_near_miss_edge():
+    """A near miss whose follow rate ends exactly at the threshold has missed by nothing: the page says it narrowly
+    misses the rule instead of quoting a margin of 0."""
+    ign = th("transfer.option", "ignores")
+    base = gv.options([mit_row(s, start=0.5, control=0.56, clean=0.26, follow=0.7) for s in SEEDS])[0]
+    gain = gv.gain_verdict(base)
+
+    def row(option, kind, kept, follow, verdict):
+        return {"option": option, "kind": kind, "gain kept": V.Interval(kept, kept, kept, 3, "bootstrap_ratio"),
+                "follow rate": V.Interval(follow, follow, follow, 3, "t"), "clean acc.": V.Interval(
+                    0.5, 0.5, 0.5, 3, "t"), "verdict": verdict}
+
+    table = pd.DataFrame([row("baseline (lr 0.03)", "baseline", -4.0, 0.7, "loses the gain and follows the shortcut"),
+                          row("patterned fraction 0.5", "fraction", 0.9, ign, "inconclusive")])
+    answer = {"best": None, "near_miss": "patterned fraction 0.5"}
+    assert gv.answer_text(base, gain, table, answer, "cpu scale").endswith(
+        "(inconclusive by the rule; it narrowly misses the rule, so this answer is fragile).")
+
+
+def test_recovery_notes_count_ties_and_a_falling_control(monkeypatch):
     rows = [rec_row(3, {"eroded": 20, "reinit_1": 20}), rec_row(4, {"eroded": 10, "reinit_1": 20}),
             rec_row(5, {"eroded": None, "reinit_1": None}), {"seed": 6, "missing": True}]
     per_seed = gv.recovery_per_seed(rows, th("transfer.recovery", "target"))
@@ -861,17 +890,18 @@ def test_recovery_notes_count_ties_and_a_falling_control():
         " 1 seed is a tie on the evaluation grid (the eroded network and the one with its last stage re-initialised "
         "reach the target at the same evaluated step).")
     records = rows[1]["recovery"]["result"]["arms"]["control"]["records"]
+    records[1]["clean_acc"] = records[0]["clean_acc"] - 0.01
     records[3]["clean_acc"] = records[0]["clean_acc"] - 0.04
-    assert gv.control_drop(rows) == pytest.approx(0.04)
+    assert gv.control_drop(rows) == pytest.approx(0.04)  # from where the control started, not from a later step
     assert gv.recovery_notes(per_seed, rows).endswith(
         "The clean control itself loses up to 0.040 of clean accuracy during recovery, so first-passage times on these "
         "curves are noisy.")
-    records[3]["clean_acc"] = records[0]["clean_acc"] - gv.CONTROL_DROP_NOTE
+    monkeypatch.setattr(gv, "CONTROL_DROP_NOTE", gv.control_drop(rows))  # a drop at the threshold is no note
     assert "control" not in gv.recovery_notes(per_seed, rows)
     assert gv.recovery_notes(per_seed.iloc[1:2], rows[1:2]) == ""
 
 
-def test_the_same_data_table_and_the_unpaired_starts():
+def test_the_same_data_table_and_the_unpaired_starts(monkeypatch):
     rows = [mit_row(s, control=0.6, clean=0.3) for s in SEEDS]
     rows += [mit_row(s, "lower rate 0.01", "lower_lr", 0.01, control=0.6, clean=0.6) for s in SEEDS]
     got = gv.same_data_verdicts(rows)
@@ -883,12 +913,19 @@ def test_the_same_data_table_and_the_unpaired_starts():
     assert gv.same_data_cell(got, "baseline", "erosion") == "0.300 [0.300, 0.300]"
     assert gv.same_data_cell(got, "lower rate 0.01", "erosion") == "0.000 [0.000, 0.000]"
     assert gv.same_data_cell(got, "lower rate 0.01", "verdict") == "prevents (confirmatory)"
+    option, verdict = got["baseline"]
+    bare = {"baseline": (option, dataclasses.replace(verdict, intervals={}))}  # no interval kept: computed from the runs
+    assert gv.same_data_cell(bare, "baseline", "erosion") == "0.300 [0.300, 0.300]"
     assert gv.unpaired_starts(rows) == []
     moved = mit_row(3, "lower rate 0.01", "lower_lr", 0.01)
     moved["pattern"]["result"]["records"][0]["clean_acc"] += 0.004
-    edge = mit_row(4, "lower rate 0.01", "lower_lr", 0.01)
-    edge["pattern"]["result"]["records"][0]["clean_acc"] += gv.UNPAIRED_START / 2
-    assert gv.unpaired_starts([moved, edge, {**moved, "missing": True}]) == [pytest.approx(0.004)]
+    small = mit_row(4, "lower rate 0.01", "lower_lr", 0.01)
+    small["pattern"]["result"]["records"][0]["clean_acc"] += gv.UNPAIRED_START / 2
+    gone = mit_row(5, "lower rate 0.01", "lower_lr", 0.01)
+    gone["pattern"]["result"]["records"][0]["clean_acc"] += 0.2
+    assert gv.unpaired_starts([moved, small, {**gone, "missing": True}]) == [pytest.approx(0.004)]
+    monkeypatch.setattr(gv, "UNPAIRED_START", gv.unpaired_starts([moved])[0])  # a gap at the threshold is paired
+    assert gv.unpaired_starts([moved]) == []
 
 
 # =============================================================== the older rules still on the pages, at their edges
