@@ -289,11 +289,9 @@ def predict_fused(model: nn.Module, x: torch.Tensor | PreparedImages, batch_size
 
 
 @torch.no_grad()
-def logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024, fast: bool = False) -> torch.Tensor:
-    """Float32 logits for uint8 images ``x`` in evaluation mode: the reference path, or (``fast``)
-    :func:`logits_fused`."""
-    if fast:
-        return logits_fused(model, x)
+def logits(model: nn.Module, x: torch.Tensor, batch_size: int = 1024) -> torch.Tensor:
+    """Float32 logits for uint8 images ``x`` in evaluation mode: the reference path (the fast path's is
+    :func:`logits_fused`)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
