@@ -186,6 +186,28 @@ def test_the_committed_cpu_benchmark_reads_its_targets_from_its_rows():
     assert result["targets"]["dense_eval_vs_reference_12"] == pytest.approx(
         dense_cost / (n * seconds[("eval", "reference")]), rel=1e-2)
     assert result["provenance"]["threads"] == 1 and result["config"]["evaluations"] == 12
+    for path in bench.FAST_PATHS[1:]:  # the other fast paths (since they were timed), judged by the same rule
+        if path not in targets:
+            continue
+        rounds = {tuple(k.rsplit(" ", 1)): v for k, v in result["rounds"].items()}
+        assert {(what, path) for what in ("run", "eval", "dense run")} <= set(seconds)
+        for variant, times in rounds.items():
+            assert seconds[variant] == sorted(times)[len(times) // 2], variant
+        assert targets[path] == pytest.approx(bench.path_targets(seconds, rounds, path, n), rel=1e-3)
+
+
+def test_path_targets_judge_a_fast_path_from_its_own_timings():
+    seconds = {("run", "reference"): 20.0, ("eval", "reference"): 1.0, ("run", "x"): 5.0, ("eval", "x"): 0.2,
+               ("dense run", "x"): 7.6}
+    rounds = {("run", "reference"): [20.0, 21.0, 19.0], ("run", "x"): [5.0, 8.5, 7.0]}
+    t = bench.path_targets(seconds, rounds, "x", 12)
+    assert t["run_speedup"] == 4.0 and t["run_speedup_by_round"] == pytest.approx([4.0, 21 / 8.5, 19 / 7])
+    assert t["run_verdict"] == "inconclusive" and t["met"]["run_ge_2.5x"] is False  # 21/8.5 < 2.5
+    assert t["dense_eval_vs_reference_12"] == pytest.approx((7.6 - (5.0 - 12 * 0.2)) / 12)  # 5 s of 12 s
+    assert t["met"]["dense_eval_le_1.5x"] is True
+    seconds[("dense run", "x")] = 5.0 - 2.4 + 18.01  # the dense evaluations cost just over 1.5x the 12 reference
+    assert bench.path_targets(seconds, rounds, "x", 12)["met"]["dense_eval_le_1.5x"] is False
+    assert bench.PATHS["fast-bf16"] == (True, "bfloat16") and bench.PATHS["fast"] == (True, "float32")
 
 
 def test_variants_are_timed_in_turns(monkeypatch):

@@ -13,6 +13,7 @@ from erosion_utils.experiments import Context, ErosionConfig, eval_views, load_d
 from erosion_utils.experiments import core
 from erosion_utils.experiments.core import CPU_THREADS, cpu_threads, finetune_params
 from erosion_utils.models import ARCHS, build_model
+from erosion_utils.validation import ParameterError
 from erosion_utils.train import (PreparedImages, TrainConfig, eval_steps, folded_network, logits, logits_fused,
                                  monitor_steps, predict, predict_fused, train, train_until_perfect, with_normalization)
 from torch.fx.experimental.optimization import fuse as fx_fuse
@@ -35,21 +36,64 @@ def pretrained(cifar10_npz):
     return cfg, data, model
 
 
+@pytest.mark.parametrize("eval_dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("lr", [0.01, 0.1])
-def test_fast_and_reference_paths_agree_on_a_short_run(pretrained, lr):
+def test_fast_and_reference_paths_agree_on_a_short_run(pretrained, lr, eval_dtype):
     cfg, data, model = pretrained
     views = eval_views(cfg, data, torch.device("cpu"))
     x, y = patterned_train_set(cfg, data)
     ft = TrainConfig(1, lr, batch_size=64)
     with cpu_threads(torch.device("cpu")):
         ref = train(copy.deepcopy(model), x, y, ft, 1, eval_at=[0, 15], eval_fn=make_evaluator(views))
-        fast = train(copy.deepcopy(model), x, y, ft, 1, eval_at=[0, 15], eval_fn=make_evaluator(views, fast=True),
-                     fast=True)
+        fast = train(copy.deepcopy(model), x, y, ft, 1, eval_at=[0, 15],
+                     eval_fn=make_evaluator(views, fast=True, eval_dtype=eval_dtype), fast=True)
     for a, b in zip(ref, fast):
         for key in ("clean_acc", "matched_acc", "mismatched_acc", "follow_rate"):
-            assert abs(a[key] - b[key]) <= ACC_TOLERANCE, (lr, a["step"], key, a[key], b[key])
+            assert abs(a[key] - b[key]) <= ACC_TOLERANCE, (lr, eval_dtype, a["step"], key, a[key], b[key])
     assert abs(ref[-1]["train_loss"] - fast[-1]["train_loss"]) <= LOSS_TOLERANCE * ref[-1]["train_loss"]
     assert ref[-1]["clean_acc"] != ref[0]["clean_acc"] or ref[-1]["follow_rate"] != ref[0]["follow_rate"]
+
+
+def test_bf16_evaluation_stays_within_the_tolerance_of_the_reference(pretrained):
+    """The fast path's bf16 evaluation against the reference's float32 one, on the same weights: the predictions
+    (accuracy within ACC_TOLERANCE), and the monitor's losses, computed in float32 (those of the float32 fast path to
+    the bit; within LOSS_TOLERANCE of the reference's)."""
+    cfg, data, model = pretrained
+    views = eval_views(cfg, data, torch.device("cpu"))
+    with cpu_threads(torch.device("cpu")):
+        ref, low = make_evaluator(views)(model), make_evaluator(views, fast=True, eval_dtype="bfloat16")(model)
+        for key in ("clean_acc", "matched_acc", "mismatched_acc", "follow_rate"):
+            assert abs(ref[key] - low[key]) <= ACC_TOLERANCE, (key, ref[key], low[key])
+        fast = replace(cfg, fast_path=True, monitor_per_class=20)
+        records = {}
+        for name, c in (("reference", replace(cfg, monitor_per_class=20)), ("fast", fast),
+                        ("bf16", replace(fast, eval_dtype="bfloat16"))):
+            monitor, records[name] = core.make_monitor(c, data, views, torch.device("cpu"))
+            monitor(model, 0, {})
+    a, f, b = records["reference"][0], records["fast"][0], records["bf16"][0]
+    for key in ("loss_clean", "loss_patterned"):
+        assert b[key] == f[key] and abs(a[key] - b[key]) <= LOSS_TOLERANCE * a[key], (key, a[key], b[key])
+    for key in ("clean_acc", "mismatched_acc", "follow_rate"):
+        assert abs(a[key] - b[key]) <= 0.05, (key, a[key], b[key])  # 200 images: one is 0.005
+
+
+def test_bf16_evaluation_computes_in_bf16_and_float32_does_not(pretrained):
+    _, data, model = pretrained
+    seen = []
+    x = PreparedImages(data.x_test[:16])  # as the evaluator passes them: the fold of the network inside the wrapper
+    for dtype, expected in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
+        folded = folded_network(model.net)
+        conv = next(m for m in folded.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 3)
+        hook = conv.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
+        try:
+            out = logits_fused(model, x, dtype=dtype)
+        finally:
+            hook.remove()
+        assert seen[-1] == expected and out.dtype == torch.float32
+    with pytest.raises(ParameterError, match="dtype='float16' is not allowed"):
+        logits_fused(model, x, dtype="float16")
+    with pytest.raises(ParameterError, match="needs the fast path"):
+        make_evaluator(eval_views(*pretrained[:2], torch.device("cpu")), eval_dtype="bfloat16")
 
 
 def test_folded_evaluation_is_the_same_network(pretrained):
@@ -182,6 +226,18 @@ def test_fast_path_enters_the_key_only_when_on():
     assert cache_key("finetune", finetune_params(cfg, True)) != cache_key("finetune", finetune_params(fast, True))
 
 
+def test_bf16_evaluation_enters_the_finetuning_key_only_when_on_and_needs_the_fast_path():
+    fast = ErosionConfig(fast_path=True)
+    low = replace(fast, eval_dtype="bfloat16").validate()
+    assert "eval_dtype" not in fast.key_dict() and low.key_dict()["eval_dtype"] == "bfloat16"
+    assert low.pretrain_params() == fast.pretrain_params()  # pretraining evaluates on the reference path
+    assert cache_key("finetune", finetune_params(fast, True)) != cache_key("finetune", finetune_params(low, True))
+    with pytest.raises(ParameterError, match="eval_dtype='bfloat16' needs fast_path=true"):
+        replace(low, fast_path=False).validate()
+    with pytest.raises(ParameterError, match=r"eval_dtype='half' is not allowed; choose one of \['float32', 'bfloat16'\]"):
+        replace(fast, eval_dtype="half").validate()
+
+
 def test_cpu_computation_uses_the_fixed_thread_count_and_restores_it():
     before = torch.get_num_threads()
     with cpu_threads(torch.device("cpu")):
@@ -202,3 +258,29 @@ def test_monitor_steps_are_dense_early_and_resolve_five_percent(total):
 
 def test_eval_steps_unchanged_for_the_committed_schedules():
     assert eval_steps(138, 12) == [0, 1, 2, 3, 4, 7, 12, 19, 31, 52, 84, 138]
+
+
+def test_a_bf16_run_trains_as_the_float32_fast_run_and_predicts_in_bf16(cpu_context, cifar10_slice_npz, monkeypatch):
+    """``eval_dtype`` reaches the run's evaluator and its monitor, and nothing else: the training records (losses,
+    weight diagnostics, the monitor's float32 losses) are those of the float32 fast run to the bit."""
+    from erosion_utils.experiments import finetune_run, pretrained_model
+    from erosion_utils.profiles import resolve
+
+    cpu_context.data_root = str(cifar10_slice_npz)
+    fast = replace(resolve("erosion", "smoke").config, fast_path=True, monitor_per_class=2)
+    seen = []
+    real = core.predict_fused
+    monkeypatch.setattr(core, "predict_fused", lambda *a, **k: seen.append(k.get("dtype")) or real(*a, **k))
+    # both runs start from the saved network (the one still in memory after a fast pretraining is channels-last, so
+    # the weight diagnostics of a run started from it sum in another order: equal to about 1e-8, not to the bit)
+    pretrained_model(fast, cpu_context)
+    ref = finetune_run(fast, True, cpu_context)["result"]
+    assert set(seen) == {"float32"}
+    seen.clear()
+    low = finetune_run(replace(fast, eval_dtype="bfloat16"), True, cpu_context)["result"]
+    assert set(seen) == {"bfloat16"} and len(seen) == len(low["records"]) + len(low["monitor"])
+    for a, b in zip(ref["records"], low["records"]):
+        for key in ("step", "train_loss", "weight_distance", "weight_norm"):
+            assert a[key] == b[key] or (a[key] != a[key] and b[key] != b[key]), key  # NaN: no step yet
+    for a, b in zip(ref["monitor"], low["monitor"]):
+        assert (a["loss_clean"], a["loss_patterned"]) == (b["loss_clean"], b["loss_patterned"])

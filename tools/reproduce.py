@@ -1,13 +1,20 @@
 """Recompute committed fast-path fine-tuning results and compare them with the committed files, to the bit: the check
 that a change meant to be exact (a faster evaluation, a refactor) still reproduces what the fast path computed before.
 
-    .venv/bin/python tools/reproduce.py [--sample N] [--seed S]
+    .venv/bin/python tools/reproduce.py [--sample N] [--seed S] [--eval-dtype bfloat16]
 
 It draws ``N`` committed ``results/finetune`` entries computed on the fast path (``fast_path: true``) whose pretrained
 network is in the local checkpoint cache (``.cache/checkpoints``, not committed: it holds the networks the sweeps on
 this machine trained), at least one with a dense monitor and one without where there are such entries; recomputes
 each in a temporary cache (the committed files are only read) and says whether the result equals the committed one
 exactly (the JSON of every record). It exits with 1 when one differs, with 2 when there is nothing to check.
+
+``--eval-dtype bfloat16`` recomputes the same entries evaluating in bf16 (``eval_dtype``: a new configuration, not
+one meant to be exact) and measures what that changes at the chapters' own configurations: the training must be the
+same to the bit (evaluation draws no random numbers and changes no weight), and every evaluation and monitor record
+is compared with the committed float32 one (the largest change of an accuracy or follow rate, the largest relative
+change of a monitor loss), against ``tests/test_fast_path.py``'s tolerance (0.01, 1%). It exits with 1 when the
+training differs or a change exceeds the tolerance.
 
 Exact agreement is expected only on the machine kind and thread count that computed the results (other CPUs run other
 kernels); the entries record ``device`` and ``torch`` in their provenance. Not part of ``make test`` (about 10 s a
@@ -17,12 +24,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import shutil
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +68,48 @@ def pick(found: list[tuple[Path, dict]], n: int, seed: int) -> list[tuple[Path, 
     return (first + [c for c in order if c not in first])[:n]
 
 
+ACC_TOLERANCE, LOSS_TOLERANCE = 0.01, 0.01  # tests/test_fast_path.py's stated tolerance (loss: relative)
+RATES = ("clean_acc", "matched_acc", "mismatched_acc", "follow_rate")
+TRAINING = ("step", "epoch", "train_loss", "train_loss_max", "weight_distance", "weight_norm", "batch_loss_max",
+            "grad_norm_max")  # what the training alone decides
+
+
+def recompute(entry: dict, checkpoints: Path, eval_dtype: str = "float32") -> tuple[dict, float]:
+    """One committed entry recomputed in a temporary cache (evaluating in ``eval_dtype``): its result, the seconds."""
+    cfg, extra = split_config(entry["params"])
+    cfg = replace(cfg, eval_dtype=eval_dtype)
+    with tempfile.TemporaryDirectory() as tmp:
+        ck = Path(tmp) / "checkpoints"
+        ck.mkdir()
+        source = CheckpointCache(checkpoints).path("pretrain", cfg.pretrain_params())
+        shutil.copy(source, ck / source.name)
+        ctx = Context(device="cpu", results=ResultCache(Path(tmp) / "results"), checkpoints=CheckpointCache(ck))
+        start = time.perf_counter()
+        got = finetune_run(cfg, extra["patterned"], ctx)["result"]
+        seconds = time.perf_counter() - start
+    return json.loads(json.dumps(got)), seconds
+
+
+def _same(a, b) -> bool:
+    """Equal, counting two NaNs (a loss before the first step) as equal."""
+    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b))
+
+
+def changes(committed: dict, got: dict) -> dict:
+    """What another evaluation precision changed between two results of one run: whether the training records are
+    the same (``training_same``), the largest absolute change of a rate over every evaluation and monitor record
+    (``rate``), and the largest relative change of a monitor loss (``loss``)."""
+    pairs = list(zip(committed["records"], got["records"])) + list(zip(committed.get("monitor", []),
+                                                                      got.get("monitor", [])))
+    same = (len(committed["records"]) == len(got["records"])
+            and len(committed.get("monitor", [])) == len(got.get("monitor", []))
+            and all(_same(a.get(k), b.get(k)) for a, b in pairs for k in TRAINING))
+    rate = max((abs(a[k] - b[k]) for a, b in pairs for k in RATES if k in a), default=0.0)
+    loss = max((abs(a[k] - b[k]) / abs(a[k]) for a, b in pairs for k in ("loss_clean", "loss_patterned")
+                if k in a and a[k]), default=0.0)
+    return {"training_same": same, "rate": rate, "loss": loss}
+
+
 def reproduce(path: Path, entry: dict, checkpoints: Path) -> tuple[bool, float]:
     """Recompute one entry in a temporary cache; whether it equals the committed result exactly, and the seconds."""
     cfg, extra = split_config(entry["params"])
@@ -78,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sample", type=int, default=6, help="how many committed entries to recompute (default 6)")
     p.add_argument("--seed", type=int, default=0, help="draws the entries (default 0)")
+    p.add_argument("--eval-dtype", choices=("float32", "bfloat16"), default="float32",
+                   help="bfloat16: measure what evaluating in bf16 changes instead (default float32: exact check)")
     args = p.parse_args(argv)
     if args.sample < 1:
         p.error(f"--sample={args.sample} must be at least 1")
@@ -86,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nothing to check: no committed fast-path entry has its pretrained network in {DEFAULT_CHECKPOINTS}")
         return 2
     chosen = pick(found, args.sample, args.seed)
+    if args.eval_dtype != "float32":
+        return compare_precision(chosen, args.eval_dtype, len(found))
     same = 0
     for path, entry in chosen:
         ok, seconds = reproduce(path, entry, Path(DEFAULT_CHECKPOINTS))
@@ -97,6 +152,28 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{same} of {len(chosen)} recomputed entries identical to the committed ones "
           f"({len(found)} committed fast-path entries have a local pretrained network)")
     return 0 if same == len(chosen) else 1
+
+
+def compare_precision(chosen: list[tuple[Path, dict]], eval_dtype: str, n_found: int) -> int:
+    """Recompute ``chosen`` evaluating in ``eval_dtype``; print each entry's :func:`changes`, the largest, and the
+    time against the committed run's; 0 when the training is the same and every change is within the tolerance."""
+    worst = {"rate": 0.0, "loss": 0.0}
+    ok = True
+    for path, entry in chosen:
+        got, seconds = recompute(entry, Path(DEFAULT_CHECKPOINTS), eval_dtype)
+        c = changes(entry["result"], got)
+        ok &= c["training_same"] and c["rate"] <= ACC_TOLERANCE and c["loss"] <= LOSS_TOLERANCE
+        worst = {k: max(worst[k], c[k]) for k in worst}
+        params = entry["params"]
+        print(f"{path.name}  lr {params['finetune_lr']:<6} batch {params['finetune_batch_size']:<4} "
+              f"monitor {params.get('monitor_per_class', 0):<3} training {'same' if c['training_same'] else 'DIFFERS'}"
+              f"  largest rate change {c['rate']:.4f}  loss change {100 * c['loss']:.3f}%  {seconds:.1f} s "
+              f"(committed {entry['provenance']['wall_time_s']:.1f} s)", flush=True)
+    print(f"{len(chosen)} entries recomputed in {eval_dtype} ({n_found} committed fast-path entries have a local "
+          f"pretrained network): largest rate change {worst['rate']:.4f} (tolerance {ACC_TOLERANCE}), largest monitor "
+          f"loss change {100 * worst['loss']:.3f}% (tolerance {100 * LOSS_TOLERANCE:.0f}%): "
+          f"{'within' if ok else 'NOT within'} the tolerance")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from .. import data as data_mod
 from ..cache import DEFAULT_CHECKPOINTS, DEFAULT_RESULTS, CheckpointCache, ResultCache, provenance, results_root
 from ..models import ARCHS, build_model, num_stages
 from ..patterns import PatternSpec, make_codes, patched_mask, stamp, test_views
-from ..train import (SCHEDULES, Constraints, PreparedImages, TrainConfig, accuracy, eval_steps, logits,
+from ..train import (EVAL_DTYPES, SCHEDULES, Constraints, PreparedImages, TrainConfig, accuracy, eval_steps, logits,
                      logits_fused, monitor_steps, predict, predict_fused, resolve_device, train, train_until_perfect,
                      with_normalization)
 from ..validation import MAX_EPOCHS, MAX_EVALS, ParameterError, check_choice, check_number
@@ -34,7 +34,7 @@ PATTERN_FIELDS = ("pattern", "pattern_size", "corner", "fraction", "pattern_seed
 # every existing configuration keeps its key (tests/test_cache_keys.py checks every committed result).
 LATER_FIELDS = {"finetune_warmup_epochs": 0.0, "freeze_stages": 0, "head_only_epochs": 0.0, "l2sp_alpha": 0.0,
                 "erase_corners": 0.0, "fast_path": False, "finetune_clip_norm": 0.0, "monitor_per_class": 0,
-                "pretrain_per_class": None}
+                "pretrain_per_class": None, "eval_dtype": "float32"}
 # later fields that change the pretraining too: they enter its key only when they differ from their defaults
 LATER_PRETRAIN_FIELDS = ("pretrain_per_class", "fast_path")
 PRETRAIN_SUBSET_SEED = 12345  # draws the pretraining subset (pretrain_per_class): the same subset for every run seed
@@ -83,6 +83,7 @@ class ErosionConfig:
     finetune_clip_norm: float = 0.0  # clip the global gradient norm of every fine-tuning step to this (0: off)
     monitor_per_class: int = 0  # fine-tuning: dense monitor evaluation on this many images per class (0: off)
     pretrain_per_class: int | None = None  # pretrain on a class-balanced subset of this many images per class
+    eval_dtype: str = "float32"  # fast path only: "bfloat16" predicts the evaluations' classes in bf16 (~1.7x faster)
 
     def validate(self) -> "ErosionConfig":
         """Fail before any training on a value outside what the run can take, naming the parameter and the limit:
@@ -128,6 +129,10 @@ class ErosionConfig:
         check_number("erase_corners", self.erase_corners, low=0, high=1)
         if not isinstance(self.fast_path, bool):
             raise ParameterError(f"fast_path={self.fast_path!r} must be true or false")
+        check_choice("eval_dtype", self.eval_dtype, EVAL_DTYPES)
+        if self.eval_dtype != "float32" and self.fast_path is not True:
+            raise ParameterError(f"eval_dtype={self.eval_dtype!r} needs fast_path=true (the reference path evaluates "
+                                 f"in float32); choose eval_dtype='float32' or set fast_path=true")
         check_number("monitor_per_class", self.monitor_per_class, low=0, integer=True)
         if self.pretrain_per_class is not None:
             most = self.train_per_class if self.train_per_class is not None else "the training set's"
@@ -341,14 +346,18 @@ VIEWS = ("clean", "matched", "mismatched")
 
 
 def make_evaluator(views: dict, y_true: torch.Tensor | None = None, reference: dict[str, torch.Tensor] | None = None,
-                   fast: bool = False, matched: bool = True):
+                   fast: bool = False, matched: bool = True, eval_dtype: str = "float32"):
     """The one evaluator of the package: metrics of a model on the test views (see
     :func:`erosion_utils.patterns.test_views`): ``clean_acc``, ``matched_acc`` (unless ``matched`` is False),
     ``mismatched_acc`` (against the true label ``y_true``, by default the clean view's labels) and ``follow_rate``
     (the share of mismatched images predicted as the class of their pattern); given the pretrained weights as
     ``reference``, the weight diagnostics of :func:`weight_stats`. ``fast``: one folded, channels-last pass over the
     views joined (:func:`erosion_utils.train.predict_fused`; the images prepared once, as
-    :class:`erosion_utils.train.PreparedImages`) instead of one reference pass per view."""
+    :class:`erosion_utils.train.PreparedImages`) instead of one reference pass per view, in ``eval_dtype`` (float32, or
+    bfloat16: fast only)."""
+    check_choice("eval_dtype", eval_dtype, EVAL_DTYPES)
+    if eval_dtype != "float32" and not fast:
+        raise ParameterError(f"eval_dtype={eval_dtype!r} needs the fast path (fast=True)")
     y_true = views["clean"][1] if y_true is None else y_true
     names = VIEWS if matched else ("clean", "mismatched")
     if fast:
@@ -356,7 +365,7 @@ def make_evaluator(views: dict, y_true: torch.Tensor | None = None, reference: d
         sizes = [len(views[k][0]) for k in names]
 
         def predictions(model: torch.nn.Module) -> dict:
-            return dict(zip(names, predict_fused(model, joined).split(sizes)))
+            return dict(zip(names, predict_fused(model, joined, dtype=eval_dtype).split(sizes)))
     else:
         def predictions(model: torch.nn.Module) -> dict:
             return {k: predict(model, views[k][0]) for k in names}
@@ -381,9 +390,10 @@ MONITOR_SEED = 54321  # draws the monitor images: the same for every run, so pat
 def make_monitor(cfg: ErosionConfig, data: data_mod.ImageData, views: dict, device: torch.device):
     """Dense dynamics on a fixed monitor set of ``cfg.monitor_per_class`` images per class: the mean loss on training
     images, clean (``loss_clean``) and carrying their own class's pattern (``loss_patterned``: the pattern run's
-    training distribution), and the clean accuracy, mismatched accuracy and follow rate on as many test images.
-    Returns ``(monitor(model, step, since), records)``; each call appends one record, with ``since`` (the largest
-    batch loss and gradient norm since the previous call, from :func:`erosion_utils.train.train`)."""
+    training distribution), and the clean accuracy, mismatched accuracy and follow rate on as many test images (their
+    classes predicted in ``cfg.eval_dtype``; the losses always in float32). Returns ``(monitor(model, step, since),
+    records)``; each call appends one record, with ``since`` (the largest batch loss and gradient norm since the
+    previous call, from :func:`erosion_utils.train.train`)."""
     k = cfg.monitor_per_class
     codes = make_codes(cfg.pattern_spec(), data.num_classes, data.channels, data.image_size)
     itr = data_mod.balanced_indices(data.y_train, min(k, int(torch.bincount(data.y_train).min())), MONITOR_SEED)
@@ -393,13 +403,13 @@ def make_monitor(cfg: ErosionConfig, data: data_mod.ImageData, views: dict, devi
     train_y = torch.cat([y_tr, y_tr]).to(device)
     ite = ite.to(views["clean"][0].device)
     test = {name: (views[name][0][ite], views[name][1][ite]) for name in ("clean", "mismatched")}
-    evaluate = make_evaluator(test, fast=cfg.fast_path, matched=False)
+    evaluate = make_evaluator(test, fast=cfg.fast_path, matched=False, eval_dtype=cfg.eval_dtype)
     records: list[dict] = []
     n = len(itr)
     prepared = PreparedImages(train_x) if cfg.fast_path else None
 
     def monitor(model: torch.nn.Module, step: int, since: dict) -> None:
-        out = logits_fused(model, prepared) if prepared is not None else logits(model, train_x)
+        out = logits_fused(model, prepared) if prepared is not None else logits(model, train_x)  # losses: float32
         losses = torch.nn.functional.cross_entropy(out, train_y, reduction="none")
         records.append({"step": step, "loss_clean": losses[:n].mean().item(),
                         "loss_patterned": losses[n:].mean().item(), **evaluate(model), **since})
@@ -475,7 +485,8 @@ def finetune_run(cfg: ErosionConfig, patterned: bool, ctx: Context) -> dict:
         total = max(1, round(ft.epochs * per_epoch))
         monitor, monitored = make_monitor(cfg, data, views, device) if cfg.monitor_per_class else (None, None)
         records = train(model, x.to(device), y.to(device), ft, cfg.seed + 1, eval_at=eval_steps(total, cfg.n_evals),
-                        eval_fn=make_evaluator(views, views["clean"][1], snapshot_weights(model), fast=cfg.fast_path),
+                        eval_fn=make_evaluator(views, views["clean"][1], snapshot_weights(model), fast=cfg.fast_path,
+                                               eval_dtype=cfg.eval_dtype),
                         desc=f"finetune {'pattern' if patterned else 'control'}",
                         constraints=cfg.constraints(model, per_epoch), fast=cfg.fast_path,
                         monitor_at=monitor_steps(total) if monitor else None, monitor_fn=monitor)

@@ -546,7 +546,7 @@ def transfer_recovery_run(cfg: ErosionConfig, recovery_epochs: float, scratch_ep
         data = load_data(cfg, ctx)
         device = ctx.torch_device
         views = eval_views(cfg, data, device)
-        evaluate = make_evaluator(views, matched=False, fast=cfg.fast_path)
+        evaluate = make_evaluator(views, matched=False, fast=cfg.fast_path, eval_dtype=cfg.eval_dtype)
         x, y = data.x_train.to(device), data.y_train.to(device)
         pretrained = _float_state(pretrained_model(cfg, ctx)[0])
         starts = {"eroded": _float_state(finetuned_model(cfg, True, ctx)),
