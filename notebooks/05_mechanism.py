@@ -72,6 +72,7 @@ confirm_seeds: "Optional[list[int]]" = None  # seeds of the confirmatory design 
 confirm_lrs: "Optional[list[float]]" = None  # learning rates of the confirmatory map; None: the profile's value
 confirm_batch_sizes: "Optional[list[int]]" = None  # batch sizes of the confirmatory map (same epochs); None: the profile's value
 fast_path: "Optional[bool]" = None  # the confirmatory runs on the CPU fast path (channels-last, bf16 training); None: the profile's value
+eval_dtype: "Optional[str]" = None  # the fast path's evaluation precision: float32 or bfloat16 (faster; new runs only); None: the profile's value
 monitor_per_class: "Optional[int]" = None  # images per class of the fixed monitor set (dense dynamics); None: the profile's value
 clip_norms: "Optional[list[float]]" = None  # gradient-norm clipping levels at the eroding setting; None: the profile's value
 long_warmups: "Optional[list[float]]" = None  # long warm-ups at the eroding setting, in epochs; None: the profile's value

@@ -56,10 +56,23 @@ def test_epochs_for_steps_gives_exactly_the_reference_steps():
     ({"map_lrs": []}, "map_lrs"), ({"map_lrs": ["a"]}, "map_lrs"), ({"map_batch_sizes": [64.5]}, "map_batch_sizes"),
     ({"warmups": [-1.0]}, "warmups"), ({"warmups": [3.0]}, "warmups"), ({"warmups": [float("inf")]}, "warmups"),
     ({"finetune_warmup_epochs": 5.0}, "finetune_warmup_epochs"), ({"weight_decays": []}, "weight_decays"),
-    ({"long_epochs": 0}, "long_epochs"), ({"control_lrs": "0.1"}, "control_lrs"), ({"seeds": []}, "seeds")])
+    ({"long_epochs": 0}, "long_epochs"), ({"control_lrs": "0.1"}, "control_lrs"), ({"seeds": []}, "seeds"),
+    ({"eval_dtype": "float16"}, r"eval_dtype='float16' is not allowed; choose one of \['float32', 'bfloat16'\]"),
+    ({"eval_dtype": "bfloat16", "fast_path": False}, "eval_dtype='bfloat16' needs fast_path=true")])
 def test_bad_parameters_are_refused_before_training(override, name):
     with pytest.raises(ParameterError, match=name):
         resolve("mechanism", "cpu", **override)
+
+
+def test_the_confirmatory_runs_take_the_fast_paths_evaluation_precision():
+    """``eval_dtype`` reaches every confirmatory run and no exploratory one; at its default no key changes."""
+    usual = resolve("mechanism", "cpu")
+    low = resolve("mechanism", "cpu", eval_dtype="bfloat16")
+    confirm = [r.config for r in confirm_runs(low.config, low.extras)]
+    assert confirm and {c.eval_dtype for c in confirm} == {"bfloat16"} and all(c.fast_path for c in confirm)
+    assert {r.config.eval_dtype for r in mechanism_runs(low.config, low.extras)} == {"float32"}
+    assert usual.extras["eval_dtype"] == "float32"
+    assert all("eval_dtype" not in r.config.key_dict() for r in confirm_runs(usual.config, usual.extras))
 
 
 def test_missing_results_come_back_as_missing_rows(tmp_path):

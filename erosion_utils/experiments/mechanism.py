@@ -12,7 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .. import data as data_mod
-from ..validation import MAX_EPOCHS, ParameterError, check_number, check_unique
+from ..train import EVAL_DTYPES
+from ..validation import MAX_EPOCHS, ParameterError, check_choice, check_number, check_unique
 from .core import Context, ErosionConfig, finetune_run, missing_or, pretrain_summary
 from .units import Unit, experiment_unit
 
@@ -40,21 +41,22 @@ PROFILE_CONFIG = {"smoke": dict(n_evals=4), "cpu": dict(test_per_class=50, n_eva
 PROFILE_EXTRAS = {
     "smoke": dict(seeds=[0], map_lrs=[0.01, 0.1], map_batch_sizes=[16, 32], control_lrs=[0.1], wd_lrs=[0.1],
                   weight_decays=[0.0, 5e-4], eroding_lr=0.1, warmups=[0.0, 0.5], long_lrs=[0.01], long_epochs=2.0,
-                  confirm_seeds=[1], confirm_lrs=[0.1], confirm_batch_sizes=[32], fast_path=True,
+                  confirm_seeds=[1], confirm_lrs=[0.1], confirm_batch_sizes=[32], fast_path=True, eval_dtype="float32",
                   monitor_per_class=2, clip_norms=[1.0], long_warmups=[], drift_lrs=[0.01], drift_epochs=2.0,
                   confirm_wd_batch=None, confirm_weight_decays=[]),
     "cpu": dict(seeds=[0, 1, 2], map_lrs=[0.003, 0.01, 0.03, 0.1, 0.2], map_batch_sizes=[32, 64, 128],
                 control_lrs=[0.03, 0.1], wd_lrs=[0.03, 0.1], weight_decays=[0.0, 5e-4, 5e-3], eroding_lr=0.1,
                 warmups=[0.0, 0.25, 1.0, 2.0], long_lrs=[0.01, 0.03], long_epochs=9.0,
                 confirm_seeds=[3, 4, 5, 6, 7], confirm_lrs=[0.003, 0.01, 0.03, 0.1, 0.2],
-                confirm_batch_sizes=[32, 64, 128, 256, 512], fast_path=True, monitor_per_class=20,
+                confirm_batch_sizes=[32, 64, 128, 256, 512], fast_path=True, eval_dtype="float32",
+                monitor_per_class=20,
                 clip_norms=CPU_CLIP_NORMS, long_warmups=[2.5], drift_lrs=CALM_CANDIDATES, drift_epochs=15.0,
                 confirm_wd_batch=None, confirm_weight_decays=[]),
     "paper": dict(seeds=[0, 1, 2], map_lrs=[0.003, 0.01, 0.03, 0.1, 0.2], map_batch_sizes=[64, 128, 256, 512],
                   control_lrs=[0.03, 0.1, 0.2], wd_lrs=[0.03, 0.1], weight_decays=[0.0, 5e-4, 5e-3], eroding_lr=0.1,
                   warmups=[0.0, 0.25, 1.0, 2.0], long_lrs=[0.01, 0.03], long_epochs=30.0,
                   confirm_seeds=[3, 4, 5], confirm_lrs=[0.03, 0.1], confirm_batch_sizes=[128, 256, 512],
-                  fast_path=False, monitor_per_class=50, clip_norms=PAPER_CLIP_NORMS, long_warmups=[],
+                  fast_path=False, eval_dtype="float32", monitor_per_class=50, clip_norms=PAPER_CLIP_NORMS, long_warmups=[],
                   drift_lrs=[], drift_epochs=20.0, confirm_wd_batch=256, confirm_weight_decays=[0.0, 5e-4]),
 }
 TRAIN_SIZE = {"cifar10": 50000, "cifar100": 50000, "fashion_mnist": 60000}
@@ -93,6 +95,10 @@ def validate_extras(extras: dict, config: ErosionConfig) -> None:
     _maybe_empty("confirm_batch_sizes", extras["confirm_batch_sizes"], integer=True)
     if not isinstance(extras["fast_path"], bool):
         raise ParameterError(f"fast_path={extras['fast_path']!r} must be true or false")
+    check_choice("eval_dtype", extras["eval_dtype"], EVAL_DTYPES)
+    if extras["eval_dtype"] != "float32" and not extras["fast_path"]:
+        raise ParameterError(f"eval_dtype={extras['eval_dtype']!r} needs fast_path=true (the reference path evaluates "
+                             f"in float32); choose eval_dtype='float32' or set fast_path=true")
     check_number("monitor_per_class", extras["monitor_per_class"], low=0, integer=True)
     _maybe_empty("clip_norms", extras["clip_norms"])
     for w in _maybe_empty("long_warmups", extras["long_warmups"]):
@@ -171,11 +177,12 @@ def mechanism_runs(base: ErosionConfig, extras: dict) -> list[MechanismRun]:
 
 
 def confirm_runs(base: ErosionConfig, extras: dict) -> list[MechanismRun]:
-    """The confirmatory design, seed by seed (``confirm_seeds``; fast path and monitor as the profile says): the map
-    (``confirm_lrs`` x ``confirm_batch_sizes`` at the usual epochs), gradient clipping (``clip_norms``) and long
-    warm-ups (``long_warmups``) at the eroding rate and the reference batch, long runs (``drift_epochs``) at the calm
-    candidate rates ``drift_lrs`` with their usual-length runs, and (``confirm_wd_batch``) weight decay at the eroding
-    rate. A configuration shared by several groups appears once, with all its groups. Each is validated."""
+    """The confirmatory design, seed by seed (``confirm_seeds``; fast path, its evaluation precision and the monitor as
+    the profile says): the map (``confirm_lrs`` x ``confirm_batch_sizes`` at the usual epochs), gradient clipping
+    (``clip_norms``) and long warm-ups (``long_warmups``) at the eroding rate and the reference batch, long runs
+    (``drift_epochs``) at the calm candidate rates ``drift_lrs`` with their usual-length runs, and
+    (``confirm_wd_batch``) weight decay at the eroding rate. A configuration shared by several groups appears once, with
+    all its groups. Each is validated."""
     planned: dict[ErosionConfig, list[str]] = {}
 
     def add(group: str, cfg: ErosionConfig) -> None:
@@ -184,7 +191,8 @@ def confirm_runs(base: ErosionConfig, extras: dict) -> list[MechanismRun]:
             planned[cfg].append(group)
 
     for seed in extras["confirm_seeds"]:
-        s = replace(base, seed=seed, fast_path=extras["fast_path"], monitor_per_class=extras["monitor_per_class"])
+        s = replace(base, seed=seed, fast_path=extras["fast_path"], eval_dtype=extras["eval_dtype"],
+                    monitor_per_class=extras["monitor_per_class"])
         eroding = replace(s, finetune_lr=extras["eroding_lr"])
         for lr in extras["confirm_lrs"]:
             for b in extras["confirm_batch_sizes"]:
