@@ -224,3 +224,16 @@ def test_the_run_speedup_is_judged_round_by_round():
     assert bench.speedup_verdict([2.6, 2.49, 2.7, 2.55, 2.9], 2.5) == "inconclusive"  # one round short
     assert bench.speedup_verdict([2.4, 2.5, 2.3, 2.45, 2.1], 2.5) == "inconclusive"
     assert bench.RUN_TARGET == 2.5
+
+
+def test_the_readme_quotes_the_committed_cpu_benchmark():
+    """The README's CPU section states the speed-ups of the committed benchmark, not of an earlier one."""
+    root = Path(bench.__file__).resolve().parents[1]
+    result = json.loads((root / "results" / "bench_cpu.json").read_text())
+    readme = " ".join((root / "README.md").read_text().split())
+    fast, low = result["targets"], result["targets"]["fast-bf16"]
+    assert (f"a median of {fast['run_speedup']:.2f}x over {len(fast['run_speedup_by_round'])} rounds, "
+            f"{min(fast['run_speedup_by_round']):.2f}x to {max(fast['run_speedup_by_round']):.2f}x") in readme
+    assert (f"{low['run_speedup']:.2f}x faster than the reference ({min(low['run_speedup_by_round']):.2f}x to "
+            f"{max(low['run_speedup_by_round']):.2f}x round by round: the 2.5x target {low['run_verdict']})") in readme
+    assert f"25 evaluations cost {low['dense_eval_vs_reference_12']:.2f}x the reference's 12" in readme
