@@ -82,7 +82,9 @@ def test_bf16_evaluation_computes_in_bf16_and_float32_does_not(pretrained):
     seen = []
     x = PreparedImages(data.x_test[:16])  # as the evaluator passes them: the fold of the network inside the wrapper
     for dtype, expected in (("float32", torch.float32), ("bfloat16", torch.bfloat16)):
-        folded = folded_network(model.net)
+        was_training = model.training
+        folded = folded_network(model.eval().net)  # the fold logits_fused evaluates (it folds in evaluation mode)
+        model.train(was_training)
         conv = next(m for m in folded.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels > 3)
         hook = conv.register_forward_hook(lambda m, i, out: seen.append(out.dtype))
         try:
