@@ -232,6 +232,26 @@ def test_weight_diagnostics_by_hand():
     assert half["weight_distance"] == pytest.approx(2.0 / math.hypot(4.0, 8.0))
     assert core.weight_stats(net, {"weight": torch.zeros(1, 2)}) == {"weight_distance": 0.0,
                                                                       "weight_norm": pytest.approx(10.0)}
+    small = core.weight_stats(net, {"weight": torch.tensor([[0.3, 0.4]])})  # a reference of norm below 1
+    assert small["weight_distance"] == pytest.approx(math.hypot(5.7, 7.6) / 0.5)
+
+
+def test_the_monitor_draws_its_training_and_test_images_with_the_pinned_seeds(views, monkeypatch):
+    """The monitor's images are those the committed results used: training images drawn with MONITOR_SEED, test
+    images with MONITOR_SEED + 1 (neither enters a cache key)."""
+    seeds = []
+    real = core.data_mod.balanced_indices
+    monkeypatch.setattr(core.data_mod, "balanced_indices", lambda y, k, seed: seeds.append(seed) or real(y, k, seed))
+    make_monitor(CFG, DATA, views, torch.device("cpu"))
+    assert seeds == [54321, 54322] and core.MONITOR_SEED == 54321
+
+
+def test_the_evaluator_refuses_an_unknown_precision_or_bf16_off_the_fast_path(views):
+    with pytest.raises(core.ParameterError, match=r"eval_dtype='half' is not allowed"):
+        make_evaluator(views, fast=True, eval_dtype="half")
+    with pytest.raises(core.ParameterError, match=r"eval_dtype='bfloat16' needs the fast path"):
+        make_evaluator(views, eval_dtype="bfloat16")
+    assert make_evaluator(views, fast=True, eval_dtype="bfloat16")(stub(CFG, "pattern"))["follow_rate"] == 1.0
 
 
 def test_the_monitor_uses_its_images_per_class(views, monkeypatch):
