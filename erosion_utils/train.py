@@ -268,8 +268,9 @@ def logits_fused(model: nn.Module, x: torch.Tensor | PreparedImages, batch_size:
     the convolution or linear layer before it (``torch.fx``; :func:`folded_network`), channels-last, in inference
     mode: the fast path's evaluation. Mathematically the same network as in evaluation mode; other kernels, so the
     numbers differ from :func:`logits` by float rounding. ``x`` may be :class:`PreparedImages` (normalised once for
-    many calls; the same logits). ``dtype`` ``"bfloat16"``: on a CPU, computed under bf16 autocast as on CUDA (about
-    1.7x faster on a CPU core with bf16 instructions; a coarser rounding, bounded by ``tests/test_fast_path.py``)."""
+    many calls; the same logits). ``dtype`` ``"bfloat16"``: on a CPU, computed under bf16 autocast as on CUDA (an
+    evaluation pass about 1.5x faster on a CPU core with bf16 instructions, ``results/bench_cpu.json``; a coarser
+    rounding, bounded by ``tests/test_fast_path.py``)."""
     check_choice("dtype", dtype, EVAL_DTYPES)
     device = next(model.parameters()).device
     net, inputs = model, x

@@ -14,7 +14,8 @@ one meant to be exact) and measures what that changes at the chapters' own confi
 same to the bit (evaluation draws no random numbers and changes no weight), and every evaluation and monitor record
 is compared with the committed float32 one (the largest change of an accuracy or follow rate, the largest relative
 change of a monitor loss), against ``tests/test_fast_path.py``'s tolerance (0.01, 1%). It exits with 1 when the
-training differs or a change exceeds the tolerance.
+training differs or a change exceeds the tolerance. ``--json PATH`` (a new file) keeps the comparison, with
+provenance: ``results/bf16_eval_check.json`` is ``--sample 12 --seed 1 --eval-dtype bfloat16``.
 
 Exact agreement is expected only on the machine kind and thread count that computed the results (other CPUs run other
 kernels); the entries record ``device`` and ``torch`` in their provenance. Not part of ``make test`` (about 10 s a
@@ -38,8 +39,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 os.environ.setdefault("EROSION_PROGRESS", "0")
 
-from erosion_utils.cache import DEFAULT_CHECKPOINTS, CheckpointCache, ResultCache  # noqa: E402
-from erosion_utils.experiments.core import Context, finetune_run, split_config  # noqa: E402
+from erosion_utils.cache import (DEFAULT_CHECKPOINTS, CheckpointCache, ResultCache, atomic_write_bytes,  # noqa: E402
+                                 provenance)
+from erosion_utils.experiments.core import Context, cpu_threads, finetune_run, split_config  # noqa: E402
 
 
 def candidates(results: Path, checkpoints: Path) -> list[tuple[Path, dict]]:
@@ -138,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="draws the entries (default 0)")
     p.add_argument("--eval-dtype", choices=("float32", "bfloat16"), default="float32",
                    help="bfloat16: measure what evaluating in bf16 changes instead (default float32: exact check)")
+    p.add_argument("--json", help="with --eval-dtype bfloat16: write the comparison to this new file")
     args = p.parse_args(argv)
+    out = Path(args.json).resolve() if args.json else None
+    if out is not None and (out.exists() or args.eval_dtype == "float32"):
+        p.error(f"--json {out}: " + ("exists (never overwritten)" if out.exists() else "only with --eval-dtype"))
     if args.sample < 1:
         p.error(f"--sample={args.sample} must be at least 1")
     found = candidates(REPO / "results", Path(DEFAULT_CHECKPOINTS))
@@ -147,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     chosen = pick(found, args.sample, args.seed)
     if args.eval_dtype != "float32":
-        return compare_precision(chosen, args.eval_dtype, len(found))
+        command = "tools/reproduce.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        return compare_precision(chosen, args.eval_dtype, len(found), out, command)
     same = 0
     for path, entry in chosen:
         ok, seconds = reproduce(path, entry, Path(DEFAULT_CHECKPOINTS))
@@ -161,11 +168,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if same == len(chosen) else 1
 
 
-def compare_precision(chosen: list[tuple[Path, dict]], eval_dtype: str, n_found: int) -> int:
+def compare_precision(chosen: list[tuple[Path, dict]], eval_dtype: str, n_found: int,
+                      out: Path | None = None, command: str = "") -> int:
     """Recompute ``chosen`` evaluating in ``eval_dtype``; print each entry's :func:`changes`, the largest, and the
-    time against the committed run's; 0 when the training is the same and every change is within the tolerance."""
+    time against the committed run's (and, given ``out``, write them there as JSON with provenance); 0 when the
+    training is the same and every change is within the tolerance."""
     worst = {"rate": 0.0, "monitor_rate": 0.0, "loss": 0.0}
     ok = True
+    rows = []
+    start = time.perf_counter()
     for path, entry in chosen:
         got, seconds = recompute(entry, Path(DEFAULT_CHECKPOINTS), eval_dtype)
         c = changes(entry["result"], got)
@@ -173,6 +184,9 @@ def compare_precision(chosen: list[tuple[Path, dict]], eval_dtype: str, n_found:
                and c["loss"] <= LOSS_TOLERANCE)
         worst = {k: max(worst[k], c[k]) for k in worst}
         params = entry["params"]
+        rows.append({"file": f"results/finetune/{path.name}", "finetune_lr": params["finetune_lr"],
+                     "finetune_batch_size": params["finetune_batch_size"],
+                     "monitor_per_class": params.get("monitor_per_class", 0), **c, "seconds": round(seconds, 1)})
         print(f"{path.name}  lr {params['finetune_lr']:<6} batch {params['finetune_batch_size']:<4} "
               f"monitor {params.get('monitor_per_class', 0):<3} training {'same' if c['training_same'] else 'DIFFERS'}"
               f"  largest rate change: test views {c['rate']:.4f}, monitor {c['monitor_rate']:.4f}  monitor loss "
@@ -183,6 +197,14 @@ def compare_precision(chosen: list[tuple[Path, dict]], eval_dtype: str, n_found:
           f"{worst['monitor_rate']:.4f} on the monitor (tolerance {ACC_TOLERANCE}), largest monitor loss change "
           f"{100 * worst['loss']:.3f}% (tolerance {100 * LOSS_TOLERANCE:.0f}%): "
           f"{'within' if ok else 'NOT within'} the tolerance")
+    if out is not None:
+        with cpu_threads("cpu"):  # the thread count the runs computed on, as their provenance names it
+            prov = provenance(0, time.perf_counter() - start, "cpu")
+        result = {"provenance": prov, "command": command,
+                  "eval_dtype": eval_dtype, "tolerance": {"rate": ACC_TOLERANCE, "loss_relative": LOSS_TOLERANCE},
+                  "candidates": n_found, "entries": rows, "largest": worst, "within_tolerance": ok}
+        atomic_write_bytes(out, json.dumps(result, indent=1).encode())
+        print(f"written: {out}")
     return 0 if ok else 1
 
 

@@ -83,7 +83,7 @@ class ErosionConfig:
     finetune_clip_norm: float = 0.0  # clip the global gradient norm of every fine-tuning step to this (0: off)
     monitor_per_class: int = 0  # fine-tuning: dense monitor evaluation on this many images per class (0: off)
     pretrain_per_class: int | None = None  # pretrain on a class-balanced subset of this many images per class
-    eval_dtype: str = "float32"  # fast path only: "bfloat16" predicts the evaluations' classes in bf16 (~1.7x faster)
+    eval_dtype: str = "float32"  # fast path only: "bfloat16" predicts the evaluations' classes in bf16 (~1.5x faster)
 
     def validate(self) -> "ErosionConfig":
         """Fail before any training on a value outside what the run can take, naming the parameter and the limit:
