@@ -243,3 +243,17 @@ def test_the_readme_quotes_the_committed_cpu_benchmark():
             f"give {min(by_round):.2f}x to {max(by_round):.2f}x, median {sorted(by_round)[len(by_round) // 2]:.2f}x: "
             f"the 2.5x target {low['run_verdict']})") in readme
     assert f"25 evaluations cost {low['dense_eval_vs_reference_12']:.2f}x the reference's 12" in readme
+
+
+def test_the_readme_quotes_the_committed_bf16_evaluation_check():
+    root = Path(bench.__file__).resolve().parents[1]
+    check = json.loads((root / "results" / "bf16_eval_check.json").read_text())
+    readme = " ".join((root / "README.md").read_text().split())
+    n = len(check["entries"])
+    assert check["command"] == f"tools/reproduce.py --sample {n} --seed 1 --eval-dtype bfloat16 --json " \
+                               f"results/bf16_eval_check.json" and not check["provenance"]["git_dirty"]
+    assert all(e["training_same"] for e in check["entries"]) and f"recomputing {n} committed" in readme
+    assert f"changed a test-view rate by at most {check['largest']['rate']:.3f}" in readme
+    assert f"by up to {check['largest']['monitor_rate']:.3f} ({round(check['largest']['monitor_rate'] * 200)} images)" \
+        in readme
+    assert check["within_tolerance"] is False and "more than 0.01" in readme  # said plainly
