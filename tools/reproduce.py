@@ -121,17 +121,8 @@ def changes(committed: dict, got: dict) -> dict:
 
 def reproduce(path: Path, entry: dict, checkpoints: Path) -> tuple[bool, float]:
     """Recompute one entry in a temporary cache; whether it equals the committed result exactly, and the seconds."""
-    cfg, extra = split_config(entry["params"])
-    with tempfile.TemporaryDirectory() as tmp:
-        ck = Path(tmp) / "checkpoints"
-        ck.mkdir()
-        source = CheckpointCache(checkpoints).path("pretrain", cfg.pretrain_params())
-        shutil.copy(source, ck / source.name)
-        ctx = Context(device="cpu", results=ResultCache(Path(tmp) / "results"), checkpoints=CheckpointCache(ck))
-        start = time.perf_counter()
-        got = finetune_run(cfg, extra["patterned"], ctx)["result"]
-        seconds = time.perf_counter() - start
-    return json.loads(json.dumps(got)) == entry["result"], seconds
+    got, seconds = recompute(entry, checkpoints)
+    return got == entry["result"], seconds
 
 
 def main(argv: list[str] | None = None) -> int:
