@@ -236,7 +236,8 @@ def test_bf16_evaluation_enters_the_finetuning_key_only_when_on_and_needs_the_fa
     assert cache_key("finetune", finetune_params(fast, True)) != cache_key("finetune", finetune_params(low, True))
     with pytest.raises(ParameterError, match="eval_dtype='bfloat16' needs fast_path=true"):
         replace(low, fast_path=False).validate()
-    with pytest.raises(ParameterError, match=r"eval_dtype='half' is not allowed; choose one of \['float32', 'bfloat16'\]"):
+    refused = r"eval_dtype='half' is not allowed; choose one of \['float32', 'bfloat16'\]"
+    with pytest.raises(ParameterError, match=refused):
         replace(fast, eval_dtype="half").validate()
 
 

@@ -43,6 +43,14 @@ PRETRAIN_SUBSET_SEED = 12345  # draws the pretraining subset (pretrain_per_class
 CPU_THREADS = int(os.environ.get("EROSION_CPU_THREADS", "1"))
 
 
+def check_eval_dtype(eval_dtype: str, fast_path: bool) -> None:
+    """Fail on an evaluation precision outside :data:`~erosion_utils.train.EVAL_DTYPES`, or bf16 off the fast path."""
+    check_choice("eval_dtype", eval_dtype, EVAL_DTYPES)
+    if eval_dtype != "float32" and fast_path is not True:
+        raise ParameterError(f"eval_dtype={eval_dtype!r} needs fast_path=true (the reference path evaluates in "
+                             f"float32); choose eval_dtype='float32' or set fast_path=true")
+
+
 @dataclass(frozen=True)
 class ErosionConfig:
     """All parameters of one pretrain-then-finetune run. Defaults are the reconstructed paper protocol."""
@@ -129,10 +137,7 @@ class ErosionConfig:
         check_number("erase_corners", self.erase_corners, low=0, high=1)
         if not isinstance(self.fast_path, bool):
             raise ParameterError(f"fast_path={self.fast_path!r} must be true or false")
-        check_choice("eval_dtype", self.eval_dtype, EVAL_DTYPES)
-        if self.eval_dtype != "float32" and self.fast_path is not True:
-            raise ParameterError(f"eval_dtype={self.eval_dtype!r} needs fast_path=true (the reference path evaluates "
-                                 f"in float32); choose eval_dtype='float32' or set fast_path=true")
+        check_eval_dtype(self.eval_dtype, self.fast_path)
         check_number("monitor_per_class", self.monitor_per_class, low=0, integer=True)
         if self.pretrain_per_class is not None:
             most = self.train_per_class if self.train_per_class is not None else "the training set's"

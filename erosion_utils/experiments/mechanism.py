@@ -12,9 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from .. import data as data_mod
-from ..train import EVAL_DTYPES
-from ..validation import MAX_EPOCHS, ParameterError, check_choice, check_number, check_unique
-from .core import Context, ErosionConfig, finetune_run, missing_or, pretrain_summary
+from ..validation import MAX_EPOCHS, ParameterError, check_number, check_unique
+from .core import Context, ErosionConfig, check_eval_dtype, finetune_run, missing_or, pretrain_summary
 from .units import Unit, experiment_unit
 
 GROUPS = ("map", "same_steps", "same_noise", "weight_decay", "warmup", "duration")
@@ -56,8 +55,8 @@ PROFILE_EXTRAS = {
                   control_lrs=[0.03, 0.1, 0.2], wd_lrs=[0.03, 0.1], weight_decays=[0.0, 5e-4, 5e-3], eroding_lr=0.1,
                   warmups=[0.0, 0.25, 1.0, 2.0], long_lrs=[0.01, 0.03], long_epochs=30.0,
                   confirm_seeds=[3, 4, 5], confirm_lrs=[0.03, 0.1], confirm_batch_sizes=[128, 256, 512],
-                  fast_path=False, eval_dtype="float32", monitor_per_class=50, clip_norms=PAPER_CLIP_NORMS, long_warmups=[],
-                  drift_lrs=[], drift_epochs=20.0, confirm_wd_batch=256, confirm_weight_decays=[0.0, 5e-4]),
+                  fast_path=False, eval_dtype="float32", monitor_per_class=50, clip_norms=PAPER_CLIP_NORMS,
+                  long_warmups=[], drift_lrs=[], drift_epochs=20.0, confirm_wd_batch=256, confirm_weight_decays=[0.0, 5e-4]),
 }
 TRAIN_SIZE = {"cifar10": 50000, "cifar100": 50000, "fashion_mnist": 60000}
 
@@ -95,10 +94,7 @@ def validate_extras(extras: dict, config: ErosionConfig) -> None:
     _maybe_empty("confirm_batch_sizes", extras["confirm_batch_sizes"], integer=True)
     if not isinstance(extras["fast_path"], bool):
         raise ParameterError(f"fast_path={extras['fast_path']!r} must be true or false")
-    check_choice("eval_dtype", extras["eval_dtype"], EVAL_DTYPES)
-    if extras["eval_dtype"] != "float32" and not extras["fast_path"]:
-        raise ParameterError(f"eval_dtype={extras['eval_dtype']!r} needs fast_path=true (the reference path evaluates "
-                             f"in float32); choose eval_dtype='float32' or set fast_path=true")
+    check_eval_dtype(extras["eval_dtype"], extras["fast_path"])
     check_number("monitor_per_class", extras["monitor_per_class"], low=0, integer=True)
     _maybe_empty("clip_norms", extras["clip_norms"])
     for w in _maybe_empty("long_warmups", extras["long_warmups"]):
