@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import json
 import platform
-import subprocess
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -30,7 +29,7 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms as T
 
-from .cache import provenance
+from .cache import dirty_files, provenance
 from .data import ImageData
 from .experiments.core import (Context, cpu_threads, eval_views, load_data, make_evaluator, new_model,
                                patterned_train_set)
@@ -292,7 +291,7 @@ def run_cpu_bench(repeats: int = 5, lr: float = 0.1, dense_evals: int = 25, data
     ft = cfg.finetune_config()
     total = max(1, round(ft.epochs * max(1, len(x) // ft.batch_size)))
     eval_images = sum(len(v[0]) for v in views.values())
-    dirty = set(_dirty_files())
+    dirty = set(dirty_files())
     start = time.perf_counter()
 
     dense_at = next(eval_steps(total, n) for n in range(dense_evals, 10 * dense_evals)
@@ -330,7 +329,7 @@ def run_cpu_bench(repeats: int = 5, lr: float = 0.1, dense_evals: int = 25, data
         prov = provenance(0, time.perf_counter() - start, torch.device("cpu"))
         threads = torch.get_num_threads()
     judged = {path: path_targets(seconds, rounds, path, n_evals) for path in FAST_PATHS}
-    dirty |= set(_dirty_files())
+    dirty |= set(dirty_files())
     return {"provenance": {**prov, "cpu_model": _cpu_model(), "threads": threads, "dirty_files": sorted(dirty)},
             "config": {"arch": cfg.arch, "width": cfg.width, "train_per_class": cfg.train_per_class,
                        "test_per_class": cfg.test_per_class, "finetune_lr": lr, "batch_size": ft.batch_size,
@@ -362,17 +361,6 @@ def earlier_measurements(old: dict) -> list[dict]:
     """The history to keep when a CPU benchmark replaces ``old`` (a file of :func:`run_cpu_bench`): ``old``'s
     provenance, rows and targets, then the measurements ``old`` kept itself, newest first."""
     return [{k: old[k] for k in ("provenance", "rows", "targets") if k in old}] + old.get("previous", [])
-
-
-def _dirty_files() -> list[str]:
-    """The tracked files with uncommitted changes (``git status --porcelain``), so that a measurement says what its
-    ``git_dirty`` was; empty where there is no git."""
-    try:
-        out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=Path(__file__).parent,
-                             capture_output=True, text=True, check=True, timeout=10).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [line[3:] for line in out.splitlines() if line.strip()]
 
 
 def _cpu_model() -> str:

@@ -68,14 +68,28 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+def _git_changed_files() -> list[str]:
+    """The tracked files with uncommitted changes (``git status --porcelain``); raises where git cannot tell."""
+    out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=_REPO, capture_output=True,
+                         text=True, check=True, timeout=10).stdout
+    return [line[3:] for line in out.splitlines() if line.strip()]
+
+
+def dirty_files() -> list[str]:
+    """The tracked files with uncommitted changes, so that a measurement can say what its ``git_dirty`` was; empty
+    where there is no git."""
+    try:
+        return _git_changed_files()
+    except (OSError, subprocess.SubprocessError):
+        return []
+
+
 def git_state() -> dict:
     """Commit and dirty flag of the repository, or of ``$EROSION_GIT_COMMIT`` where there is no .git (GPU machine)."""
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=_REPO, capture_output=True, text=True,
                                 check=True, timeout=10).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=_REPO,
-                                    capture_output=True, text=True, check=True, timeout=10).stdout.strip())
-        return {"git_commit": commit, "git_dirty": dirty}
+        return {"git_commit": commit, "git_dirty": bool(_git_changed_files())}
     except (OSError, subprocess.SubprocessError):
         return {"git_commit": os.environ.get("EROSION_GIT_COMMIT", "unknown"),
                 "git_dirty": os.environ.get("EROSION_GIT_DIRTY", "unknown")}

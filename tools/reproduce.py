@@ -119,7 +119,7 @@ def changes(committed: dict, got: dict) -> dict:
             "loss": loss}
 
 
-def reproduce(path: Path, entry: dict, checkpoints: Path) -> tuple[bool, float]:
+def reproduce(entry: dict, checkpoints: Path) -> tuple[bool, float]:
     """Recompute one entry in a temporary cache; whether it equals the committed result exactly, and the seconds."""
     got, seconds = recompute(entry, checkpoints)
     return got == entry["result"], seconds
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
         return compare_precision(chosen, args.eval_dtype, len(found), out, command)
     same = 0
     for path, entry in chosen:
-        ok, seconds = reproduce(path, entry, Path(DEFAULT_CHECKPOINTS))
+        ok, seconds = reproduce(entry, Path(DEFAULT_CHECKPOINTS))
         same += ok
         params = entry["params"]
         print(f"{path.name}  lr {params['finetune_lr']:<6} batch {params['finetune_batch_size']:<4} "
